@@ -1,0 +1,115 @@
+# shardscrape — see README.md. Every tool a target needs is installed here,
+# at a pinned version, into ./bin (git-ignored); nothing is assumed on the
+# machine beyond Go and Debian's package manager.
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := build
+
+GO  ?= go
+BIN := $(CURDIR)/bin
+export PATH := $(BIN):$(PATH)
+
+# Pinned tool versions. protoc comes from Debian (bookworm ships 3.21.12);
+# the generated files name it, so proto-check insists on that version.
+PROTOC_VERSION             := 3.21.12
+PROTOC_GEN_GO_VERSION      := v1.36.12
+PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
+STATICCHECK_VERSION        := v0.8.2
+
+# How long `make test` fuzzes the ring beyond its seed corpus.
+FUZZTIME ?= 20s
+# Benchmarks run on one core: the ring's goals are single-core figures.
+BENCH_FLAGS ?= -run '^$$' -bench . -benchmem -cpu 1 -count 5
+
+PROTO_DIR   := proto
+PROTO_FILES := $(wildcard $(PROTO_DIR)/shardscrape/v1/*.proto)
+
+.PHONY: build test unit fuzz bench proto proto-check lint tools run clean
+
+## build: compile every package and command.
+build:
+	$(GO) build ./...
+
+## test: everything CI runs: proto-check, lint, unit and property tests, a short fuzz.
+test: proto-check lint unit fuzz
+
+unit:
+	$(GO) test -race -count 1 ./...
+
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzMembership$$' -fuzztime $(FUZZTIME) ./shardring
+
+## bench: Go benchmarks on one core, kept in benchmarks/results/.
+bench:
+	@mkdir -p benchmarks/results
+	$(GO) test $(BENCH_FLAGS) ./... | tee benchmarks/results/$$(date -u +%Y-%m-%d)-go-bench.txt
+
+## lint: gofmt, go vet, staticcheck, and go.mod tidiness.
+lint: $(BIN)/staticcheck
+	@unformatted=$$(gofmt -l $$(find . -name '*.go' -not -name '*.pb.go' -not -path './bin/*' -not -path './.git/*')); \
+	if [ -n "$$unformatted" ]; then echo "gofmt needed on:"; echo "$$unformatted"; exit 1; fi
+	$(GO) vet ./...
+	$(BIN)/staticcheck ./...
+	$(GO) mod tidy -diff
+
+## proto: regenerate the committed Go code from proto/.
+proto: proto-tools
+	$(call protoc,$(PROTO_DIR))
+
+## proto-check: fail when regenerating would change the committed code.
+proto-check: proto-tools
+	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	$(call protoc,$$tmp); \
+	if ! diff -ru --exclude='*.proto' "$$tmp/shardscrape" $(PROTO_DIR)/shardscrape; then \
+		echo "proto-check: generated code is out of date; run 'make proto' and commit"; exit 1; \
+	fi; \
+	echo "proto-check: generated code is up to date"
+
+define protoc
+protoc -I $(PROTO_DIR) \
+	--plugin=protoc-gen-go=$(BIN)/protoc-gen-go --go_out=$(1) --go_opt=paths=source_relative \
+	--plugin=protoc-gen-go-grpc=$(BIN)/protoc-gen-go-grpc --go-grpc_out=$(1) --go-grpc_opt=paths=source_relative \
+	$(PROTO_FILES)
+endef
+
+## tools: install every pinned tool.
+tools: proto-tools $(BIN)/staticcheck
+
+.PHONY: proto-tools protoc
+proto-tools: protoc $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc
+
+protoc:
+	@if ! command -v protoc >/dev/null || [ ! -f /usr/include/google/protobuf/duration.proto ]; then \
+		echo "installing protoc from Debian (protobuf-compiler, libprotobuf-dev)"; \
+		if [ "$$(id -u)" != 0 ]; then echo "protoc missing: run as root or 'sudo apt-get install protobuf-compiler libprotobuf-dev'"; exit 1; fi; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq protobuf-compiler libprotobuf-dev >/dev/null; \
+	fi
+	@have=$$(protoc --version | awk '{print $$2}'); if [ "$$have" != "$(PROTOC_VERSION)" ]; then \
+		echo "protoc $$have found, $(PROTOC_VERSION) required (Debian bookworm's protobuf-compiler): generated code names the version"; exit 1; \
+	fi
+
+# Each tool is rebuilt when its pinned version changes (the stamp file).
+$(BIN)/protoc-gen-go: $(BIN)/.protoc-gen-go-$(PROTOC_GEN_GO_VERSION)
+$(BIN)/.protoc-gen-go-$(PROTOC_GEN_GO_VERSION):
+	GOBIN=$(BIN) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+	@rm -f $(BIN)/.protoc-gen-go-*; touch $@
+
+$(BIN)/protoc-gen-go-grpc: $(BIN)/.protoc-gen-go-grpc-$(PROTOC_GEN_GO_GRPC_VERSION)
+$(BIN)/.protoc-gen-go-grpc-$(PROTOC_GEN_GO_GRPC_VERSION):
+	GOBIN=$(BIN) $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
+	@rm -f $(BIN)/.protoc-gen-go-grpc-*; touch $@
+
+$(BIN)/staticcheck: $(BIN)/.staticcheck-$(STATICCHECK_VERSION)
+$(BIN)/.staticcheck-$(STATICCHECK_VERSION):
+	GOBIN=$(BIN) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+	@rm -f $(BIN)/.staticcheck-*; touch $@
+
+## run: the whole pipeline locally (arrives with the end-to-end issue).
+run:
+	@echo "make run is not built yet: it arrives with the end-to-end work (cmd/fleetsim, coordinator, scrapers)."
+	@echo "Today the ring, the gRPC contract and the tests are in place: make test, make bench."
+	@exit 1
+
+clean:
+	rm -rf $(BIN)
