@@ -60,9 +60,11 @@ proto: proto-tools
 ## proto-check: fail when regenerating would change the committed code.
 proto-check: proto-tools
 	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
-	$(call protoc,$$tmp); \
-	if ! diff -ru --exclude='*.proto' "$$tmp/shardscrape" $(PROTO_DIR)/shardscrape; then \
-		echo "proto-check: generated code is out of date; run 'make proto' and commit"; exit 1; \
+	mkdir "$$tmp/generated" "$$tmp/committed"; \
+	$(call protoc,$$tmp/generated); \
+	(cd $(PROTO_DIR) && find . -name '*.pb.go' -exec cp --parents {} "$$tmp/committed" \;); \
+	if ! diff -ru "$$tmp/committed" "$$tmp/generated"; then \
+		echo "proto-check: generated code differs from proto/; run 'make proto' and commit"; exit 1; \
 	fi; \
 	echo "proto-check: generated code is up to date"
 
