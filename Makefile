@@ -35,6 +35,7 @@ build:
 test: proto-check lint unit fuzz
 
 unit:
+	$(GO) build -tags pins ./internal/pins
 	$(GO) test -race -count 1 ./...
 
 fuzz:

@@ -38,8 +38,9 @@ const (
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
-// AdminService is served by the coordinator for operators (shardctl).
-// Mutations are persisted with the coordinator's state and survive restarts
+// AdminService is served by the coordinator for operators (shardctl), on
+// the same transport and authentication as WorkerService. Mutations that
+// name an unknown worker or target fail with NOT_FOUND; they are persisted with the coordinator's state and survive restarts
 // and fail-over; each returns once persisted.
 type AdminServiceClient interface {
 	ListWorkers(ctx context.Context, in *ListWorkersRequest, opts ...grpc.CallOption) (*ListWorkersResponse, error)
@@ -209,8 +210,9 @@ func (c *adminServiceClient) PreviewRebalance(ctx context.Context, in *PreviewRe
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
 //
-// AdminService is served by the coordinator for operators (shardctl).
-// Mutations are persisted with the coordinator's state and survive restarts
+// AdminService is served by the coordinator for operators (shardctl), on
+// the same transport and authentication as WorkerService. Mutations that
+// name an unknown worker or target fail with NOT_FOUND; they are persisted with the coordinator's state and survive restarts
 // and fail-over; each returns once persisted.
 type AdminServiceServer interface {
 	ListWorkers(context.Context, *ListWorkersRequest) (*ListWorkersResponse, error)

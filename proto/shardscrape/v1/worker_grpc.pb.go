@@ -36,6 +36,12 @@ const (
 // leaves by asking to be drained. A heartbeat or watch on an expired or
 // unknown lease fails with FAILED_PRECONDITION: the worker joins again and
 // keeps scraping its last assignment meanwhile (fail static).
+//
+// Transport, for both services: the channel carries scrape credentials (see
+// GlobalConfig.yaml), so outside a test it runs over TLS, optionally mutual.
+// When the coordinator has an auth token, every call but grpc.health.v1
+// carries the metadata "authorization: Bearer <token>"; a missing or wrong
+// token fails with UNAUTHENTICATED and changes nothing.
 type WorkerServiceClient interface {
 	// Join registers the worker, or registers it again after a restart or an
 	// expired lease, and grants a lease.
@@ -119,6 +125,12 @@ type WorkerService_WatchAssignmentsClient = grpc.ServerStreamingClient[Assignmen
 // leaves by asking to be drained. A heartbeat or watch on an expired or
 // unknown lease fails with FAILED_PRECONDITION: the worker joins again and
 // keeps scraping its last assignment meanwhile (fail static).
+//
+// Transport, for both services: the channel carries scrape credentials (see
+// GlobalConfig.yaml), so outside a test it runs over TLS, optionally mutual.
+// When the coordinator has an auth token, every call but grpc.health.v1
+// carries the metadata "authorization: Bearer <token>"; a missing or wrong
+// token fails with UNAUTHENTICATED and changes nothing.
 type WorkerServiceServer interface {
 	// Join registers the worker, or registers it again after a restart or an
 	// expired lease, and grants a lease.
