@@ -40,8 +40,9 @@ const (
 //
 // AdminService is served by the coordinator for operators (shardctl), on
 // the same transport and authentication as WorkerService. Mutations that
-// name an unknown worker or target fail with NOT_FOUND; they are persisted with the coordinator's state and survive restarts
-// and fail-over; each returns once persisted.
+// name an unknown worker or target fail with NOT_FOUND. Mutations are
+// persisted with the coordinator's state, survive restarts and fail-over, and
+// return once persisted.
 type AdminServiceClient interface {
 	ListWorkers(ctx context.Context, in *ListWorkersRequest, opts ...grpc.CallOption) (*ListWorkersResponse, error)
 	ListTargets(ctx context.Context, in *ListTargetsRequest, opts ...grpc.CallOption) (*ListTargetsResponse, error)
@@ -212,8 +213,9 @@ func (c *adminServiceClient) PreviewRebalance(ctx context.Context, in *PreviewRe
 //
 // AdminService is served by the coordinator for operators (shardctl), on
 // the same transport and authentication as WorkerService. Mutations that
-// name an unknown worker or target fail with NOT_FOUND; they are persisted with the coordinator's state and survive restarts
-// and fail-over; each returns once persisted.
+// name an unknown worker or target fail with NOT_FOUND. Mutations are
+// persisted with the coordinator's state, survive restarts and fail-over, and
+// return once persisted.
 type AdminServiceServer interface {
 	ListWorkers(context.Context, *ListWorkersRequest) (*ListWorkersResponse, error)
 	ListTargets(context.Context, *ListTargetsRequest) (*ListTargetsResponse, error)
