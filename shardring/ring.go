@@ -29,9 +29,12 @@ const (
 	// DefaultLoadFactor is c in ceil(c · mean · weight).
 	DefaultLoadFactor = 1.02
 
-	// maxMembers bounds the member count so that member indexes fit an int32
-	// and the ring stays a sane size.
+	// maxMembers, maxWeight and maxPoints keep a bad membership request (a
+	// worker claiming an absurd capacity) from making the ring allocate
+	// without bound: 2^25 points are about 400 MiB.
 	maxMembers = 1 << 16
+	maxWeight  = 1000
+	maxPoints  = 1 << 25
 	// pointsPerBucket is the mean number of ring points behind one entry of
 	// the prefix index: small enough to scan, large enough for the index to
 	// stay in cache.
@@ -130,6 +133,9 @@ func New(members []Member, opts Options) (*Ring, error) {
 	for _, m := range r.members {
 		n += r.vnodes(m)
 	}
+	if err := checkPoints(n, opts); err != nil {
+		return nil, err
+	}
 	pts := make([]uint64, 0, n)
 	own := make([]int32, 0, n)
 	for i, m := range r.members {
@@ -169,8 +175,16 @@ func validMember(m Member) error {
 	if m.ID == "" {
 		return fmt.Errorf("%w: empty id", ErrInvalidMember)
 	}
-	if w := m.Weight; w < 0 || math.IsNaN(w) || math.IsInf(w, 0) {
-		return fmt.Errorf("%w: member %q: weight %v must be a finite number > 0", ErrInvalidMember, m.ID, w)
+	if w := m.Weight; !(w >= 0 && w <= maxWeight) {
+		return fmt.Errorf("%w: member %q: weight %v not in (0, %d]", ErrInvalidMember, m.ID, w, maxWeight)
+	}
+	return nil
+}
+
+func checkPoints(n int, opts Options) error {
+	if n > maxPoints {
+		return fmt.Errorf("%w: %d virtual nodes in all, at most %d: lower VirtualNodes (now %d per unit of weight) or the weights",
+			ErrInvalidOptions, n, maxPoints, opts.VirtualNodes)
 	}
 	return nil
 }
@@ -266,6 +280,9 @@ func (r *Ring) With(m Member) (*Ring, error) {
 	nr.setMembers(slices.Insert(slices.Clone(r.members), pos, m))
 
 	n := nr.vnodes(m)
+	if err := checkPoints(len(r.points)+n, r.opts); err != nil {
+		return nil, err
+	}
 	newPts, newOwn := sortPoints(appendPoints(make([]uint64, 0, n), nr.seeds[pos], n), slices.Repeat([]int32{int32(pos)}, n))
 	// Merge the sorted new points into the old ones; indexes at or past pos
 	// shift by one, which keeps ties ordered by member id as New does.

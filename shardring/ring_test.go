@@ -85,6 +85,8 @@ func TestNewRejectsBadInput(t *testing.T) {
 		{"empty id", []Member{{ID: ""}}, Options{}, ErrInvalidMember},
 		{"negative weight", []Member{{ID: "a", Weight: -1}}, Options{}, ErrInvalidMember},
 		{"NaN weight", []Member{{ID: "a", Weight: math.NaN()}}, Options{}, ErrInvalidMember},
+		{"absurd weight", []Member{{ID: "a", Weight: 1e300}}, Options{}, ErrInvalidMember},
+		{"too many points", testMembers(5000), Options{}, ErrInvalidOptions},
 		{"load factor below 1", []Member{{ID: "a"}}, Options{LoadFactor: 0.9}, ErrInvalidOptions},
 		{"NaN load factor", []Member{{ID: "a"}}, Options{LoadFactor: math.NaN()}, ErrInvalidOptions},
 		{"negative virtual nodes", []Member{{ID: "a"}}, Options{VirtualNodes: -5}, ErrInvalidOptions},
@@ -100,6 +102,9 @@ func TestNewRejectsBadInput(t *testing.T) {
 	require.ErrorIs(t, err, ErrDuplicateID)
 	_, err = r.With(Member{ID: "c", Weight: math.Inf(1)})
 	require.ErrorIs(t, err, ErrInvalidMember)
+	heavy := mustNew(t, testMembers(1), Options{VirtualNodes: 1 << 20})
+	_, err = heavy.With(Member{ID: "one-too-many", Weight: 32}) // 2^20 + 2^25 points
+	require.ErrorIs(t, err, ErrInvalidOptions)
 	_, err = r.Without("zzz")
 	require.ErrorIs(t, err, ErrUnknownMember)
 	one, err := r.Without("a")
