@@ -139,8 +139,12 @@ func (x *Label) GetValue() string {
 // Prometheus would write them.
 type Target struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Stable identifier of the target within the fleet: the 64-bit hash of
-	// its ownership key, as placed on the ring.
+	// Stable identifier of the target within the fleet: a 64-bit hash of its
+	// job and its labels after relabeling (Prometheus's own target identity).
+	// Heartbeats, handoffs and removals name targets by it. It is not the
+	// ring key: the ownership key may be configured to __address__ alone, so
+	// that every job's target on one address shares an owner, and then those
+	// targets share a ring key but not an id.
 	Id uint64 `protobuf:"fixed64,1,opt,name=id,proto3" json:"id,omitempty"`
 	// The job's scrape_config, by ScrapeConfig.hash.
 	ConfigHash string `protobuf:"bytes,2,opt,name=config_hash,json=configHash,proto3" json:"config_hash,omitempty"`
