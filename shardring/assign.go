@@ -21,15 +21,16 @@ type Assignment struct {
 // Bounded loads are a stable matching (many-to-one deferred acceptance):
 // each key proposes to the distinct members clockwise from it on the ring;
 // a member over its bound keeps the keys it ranks best and rejects the rest,
-// which propose to their next member. A member ranks keys by how many members
-// they tried before (its own ring keys first), then by a hash of key and
-// member. The key-optimal stable matching is unique, so the result depends
-// only on the member set and the set of keys, not on their order; and since a
-// member's ranking ignores every other member, a membership change spills
+// which propose to their next member. A member ranks keys first by how many
+// members they tried before (its own ring keys first, so a spilled key never
+// evicts a ring key), then by a hash of key and member. The key-optimal
+// stable matching is unique, so the result depends only on the member set
+// and the set of keys, not on their order; and a membership change spills
 // only the keys near each member's bound.
 //
-// Keys are xxhash values of ownership keys. Equal keys are interchangeable:
-// which of two equal keys spills follows their order.
+// Keys are xxhash values of ownership keys. Equal keys are interchangeable
+// and travel together; which of them spills follows their order. Assign
+// takes at most 2^31-1 keys.
 func (r *Ring) Assign(keys []uint64) *Assignment {
 	a := &Assignment{
 		ring:  r,
@@ -61,24 +62,31 @@ func (r *Ring) capacities(n int) []int {
 	caps := make([]int, len(r.members))
 	for i, m := range r.members {
 		// The factor below 1 keeps a product such as 5100.000000001 from
-		// rounding up to one more key than c allows.
-		caps[i] = int(math.Ceil(r.opts.LoadFactor * float64(n) * m.weight() / r.weight * (1 - 1e-12)))
+		// rounding up to one more key than c allows. No member needs more
+		// than n, and clamping there keeps a huge c from overflowing.
+		f := r.opts.LoadFactor * float64(n) * m.weight() / r.weight * (1 - 1e-12)
+		caps[i] = n
+		if f < float64(n) {
+			caps[i] = int(math.Ceil(f))
+		}
 	}
 	return caps
 }
 
-// candidate is a key proposing to a member.
+// candidate is a key proposing to a member, with every equal key that
+// proposes along with it: equal keys walk the same path, so one walk serves
+// them all however many there are.
 type candidate struct {
-	rank  int32 // members this key tried before this one
-	pos   int32 // index into the keys given to Assign
-	key   uint64
-	point int32  // ring point of the member proposed to
-	prio  uint64 // the member's preference: lower is better
+	rank  int32   // members this key tried before this one
+	point int32   // ring point of the member proposed to
+	prio  uint64  // the member's preference: lower is better
+	key   uint64  //
+	pos   []int32 // indexes into the keys given to Assign, ascending
 	tried []int32
 }
 
 // compareCandidates orders candidates best first for the member they
-// propose to. Ties on key (equal keys) fall back to their position.
+// propose to. Equal keys rank by position, as if each proposed alone.
 func compareCandidates(a, b candidate) int {
 	if c := cmp.Compare(a.rank, b.rank); c != 0 {
 		return c
@@ -89,18 +97,22 @@ func compareCandidates(a, b candidate) int {
 	if c := cmp.Compare(a.key, b.key); c != 0 {
 		return c
 	}
-	return cmp.Compare(a.pos, b.pos)
+	return cmp.Compare(a.pos[0], b.pos[0])
 }
 
 // trimOverloaded is the first round of deferred acceptance: every member
 // above its bound keeps its best ring keys and rejects the rest.
 func (a *Assignment) trimOverloaded(keys []uint64) []candidate {
 	r := a.ring
-	// ringKey is a compact candidate of rank 0: the over-bound members hold
-	// some hundred thousand of them, of which only a few hundred spill.
+	// ringKey is one key of rank 0: the over-bound members hold some hundred
+	// thousand of them, of which only a few hundred spill, so selection works
+	// on these compact records.
 	type ringKey struct {
 		prio, key uint64
 		pos       int32
+	}
+	compare := func(a, b ringKey) int {
+		return cmp.Or(cmp.Compare(a.prio, b.prio), cmp.Compare(a.key, b.key), cmp.Compare(a.pos, b.pos))
 	}
 	lists := make([][]ringKey, len(r.members))
 	over := false
@@ -123,15 +135,16 @@ func (a *Assignment) trimOverloaded(keys []uint64) []candidate {
 		if l == nil {
 			continue
 		}
-		selectBest(l, a.caps[m], func(a, b ringKey) int {
-			return compareCandidates(candidate{prio: a.prio, key: a.key, pos: a.pos}, candidate{prio: b.prio, key: b.key, pos: b.pos})
-		})
-		for _, k := range l[a.caps[m]:] {
-			rejected = append(rejected, candidate{
-				pos: k.pos, key: k.key, prio: k.prio,
-				point: int32(r.successor(k.key)),
-				tried: []int32{int32(m)},
-			})
+		selectBest(l, a.caps[m], compare)
+		spilled := l[a.caps[m]:]
+		slices.SortFunc(spilled, compare) // equal keys become adjacent, by position
+		for i := 0; i < len(spilled); {
+			k := spilled[i]
+			c := candidate{prio: k.prio, key: k.key, point: int32(r.successor(k.key)), tried: []int32{int32(m)}}
+			for ; i < len(spilled) && spilled[i].key == k.key; i++ {
+				c.pos = append(c.pos, spilled[i].pos)
+			}
+			rejected = append(rejected, c)
 		}
 		a.loads[m] = a.caps[m]
 	}
@@ -150,7 +163,7 @@ func (a *Assignment) place(rejected []candidate) {
 			m := c.tried[len(c.tried)-1]
 			proposals[m] = append(proposals[m], c)
 		}
-		rejected = rejected[:0]
+		rejected = nil
 		// Member order only decides the order of the rejected list, which the
 		// stable matching does not depend on; sort anyway for reproducibility.
 		members := make([]int32, 0, len(proposals))
@@ -160,24 +173,50 @@ func (a *Assignment) place(rejected []candidate) {
 		slices.Sort(members)
 		for _, m := range members {
 			ps := proposals[m]
-			if free := a.caps[m] - a.loads[m]; len(ps) <= free {
+			if free := a.caps[m] - a.loads[m]; units(ps) <= free {
 				held[m] = append(held[m], ps...)
-				a.loads[m] += len(ps)
+				a.loads[m] += units(ps)
 				continue
 			}
+			// Over the bound: keep the best units that fit beside the ring
+			// keys, splitting a group of equal keys at the boundary.
+			room := a.caps[m] - (a.loads[m] - units(held[m]))
 			all := append(held[m], ps...)
-			room := len(held[m]) + a.caps[m] - a.loads[m]
-			selectBest(all, room, compareCandidates)
-			held[m] = all[:room:room]
-			rejected = append(rejected, all[room:]...)
+			slices.SortFunc(all, compareCandidates)
+			var keep []candidate
+			for _, c := range all {
+				switch fit := room - units(keep); {
+				case fit >= len(c.pos):
+					keep = append(keep, c)
+				case fit > 0:
+					in, out := c, c
+					in.pos, out.pos = c.pos[:fit], c.pos[fit:]
+					keep = append(keep, in)
+					rejected = append(rejected, out)
+				default:
+					rejected = append(rejected, c)
+				}
+			}
+			held[m] = keep
 			a.loads[m] = a.caps[m]
 		}
 	}
 	for m, cs := range held {
 		for _, c := range cs {
-			a.owner[c.pos] = m
+			for _, p := range c.pos {
+				a.owner[p] = m
+			}
 		}
 	}
+}
+
+// units counts the keys in cs.
+func units(cs []candidate) int {
+	n := 0
+	for _, c := range cs {
+		n += len(c.pos)
+	}
+	return n
 }
 
 // next moves c on to the next member clockwise that it has not tried.
@@ -191,7 +230,9 @@ func (r *Ring) next(c candidate) candidate {
 		c.rank = int32(len(c.tried))
 		c.point = int32(i)
 		c.prio = mix64(c.key ^ r.seeds[o])
-		c.tried = append(c.tried, o)
+		// A group split at a boundary shares its tried slice: copy, never
+		// append in place.
+		c.tried = append(slices.Clip(c.tried), o)
 		return c
 	}
 	// Unreachable: the bounds add up to at least the key count, so some
@@ -263,16 +304,15 @@ func (a *Assignment) Loads() map[string]int {
 
 // Capacity returns the bound on the keys member id may hold (0 if unknown).
 func (a *Assignment) Capacity(id string) int {
-	for i, m := range a.ring.members {
-		if m.ID == id {
-			return a.caps[i]
-		}
+	if i, ok := a.ring.memberIndex(id); ok {
+		return a.caps[i]
 	}
 	return 0
 }
 
 // Imbalance returns the most-loaded member's keys over its weighted mean
-// (1 is perfect balance; Assign keeps it at most about c).
+// (1 is perfect balance). Assign keeps it at most c plus the rounding up of
+// the bound: about c when members hold many keys each.
 func (a *Assignment) Imbalance() float64 {
 	if len(a.owner) == 0 {
 		return 1
@@ -300,7 +340,7 @@ func Diff(prev, next *Assignment) ([]Move, error) {
 	// Translate member indexes once so the per-key loop compares integers.
 	toNext := make([]int32, len(prev.ring.members))
 	for i, m := range prev.ring.members {
-		j, found := slices.BinarySearchFunc(next.ring.members, m.ID, func(a Member, id string) int { return cmp.Compare(a.ID, id) })
+		j, found := next.ring.memberIndex(m.ID)
 		if !found {
 			j = -1
 		}

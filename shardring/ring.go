@@ -101,7 +101,7 @@ type Ring struct {
 	opts    Options
 	members []Member // sorted by ID; a member's index is its position here
 	seeds   []uint64 // per member: xxhash of the ID
-	zones   []int32  // per member: index into zoneNames
+	zones   []int32  // per member: its zone, numbered in member order
 	nZones  int
 	weight  float64 // sum of member weights
 
@@ -176,7 +176,7 @@ func validMember(m Member) error {
 		return fmt.Errorf("%w: empty id", ErrInvalidMember)
 	}
 	if w := m.Weight; !(w >= 0 && w <= maxWeight) {
-		return fmt.Errorf("%w: member %q: weight %v not in (0, %d]", ErrInvalidMember, m.ID, w, maxWeight)
+		return fmt.Errorf("%w: member %q: weight %v not in [0, %d] (0 means 1)", ErrInvalidMember, m.ID, w, maxWeight)
 	}
 	return nil
 }
@@ -195,18 +195,24 @@ func (r *Ring) setMembers(sorted []Member) {
 	r.seeds = make([]uint64, len(sorted))
 	r.zones = make([]int32, len(sorted))
 	r.weight = 0
+	// A member without a zone shares a failure domain with nobody: it gets a
+	// zone of its own, so it neither constrains nor attracts replicas.
 	zoneIdx := map[string]int32{}
+	var nZones int32
 	for i, m := range sorted {
 		r.seeds[i] = xxhash.Sum64String(m.ID)
 		r.weight += m.weight()
 		z, ok := zoneIdx[m.Zone]
 		if !ok {
-			z = int32(len(zoneIdx))
-			zoneIdx[m.Zone] = z
+			z = nZones
+			nZones++
+			if m.Zone != "" {
+				zoneIdx[m.Zone] = z
+			}
 		}
 		r.zones[i] = z
 	}
-	r.nZones = len(zoneIdx)
+	r.nZones = int(nZones)
 }
 
 func (r *Ring) vnodes(m Member) int {
@@ -264,12 +270,17 @@ func (r *Ring) successor(key uint64) int {
 	return i
 }
 
+// memberIndex returns the index of member id, or where it would go.
+func (r *Ring) memberIndex(id string) (int, bool) {
+	return slices.BinarySearchFunc(r.members, id, func(a Member, id string) int { return strings.Compare(a.ID, id) })
+}
+
 // With returns the ring with m added.
 func (r *Ring) With(m Member) (*Ring, error) {
 	if err := validMember(m); err != nil {
 		return nil, err
 	}
-	pos, found := slices.BinarySearchFunc(r.members, m.ID, func(a Member, id string) int { return strings.Compare(a.ID, id) })
+	pos, found := r.memberIndex(m.ID)
 	if found {
 		return nil, fmt.Errorf("%w: %q", ErrDuplicateID, m.ID)
 	}
@@ -311,7 +322,7 @@ func (r *Ring) With(m Member) (*Ring, error) {
 
 // Without returns the ring with the member id removed.
 func (r *Ring) Without(id string) (*Ring, error) {
-	pos, found := slices.BinarySearchFunc(r.members, id, func(a Member, id string) int { return strings.Compare(a.ID, id) })
+	pos, found := r.memberIndex(id)
 	if !found {
 		return nil, fmt.Errorf("%w: %q", ErrUnknownMember, id)
 	}
@@ -351,8 +362,8 @@ func (r *Ring) Owner(key uint64) string {
 
 // Owners returns min(n, members) distinct member ids for key, walking the
 // ring clockwise. When members have zones, the first min(n, zones) owners are
-// in distinct zones; the rest follow in ring order. Owners(key, 1)[0] equals
-// Owner(key).
+// in distinct zones (a member without a zone counts as a zone of its own);
+// the rest follow in ring order. Owners(key, 1)[0] equals Owner(key).
 func (r *Ring) Owners(key uint64, n int) []string {
 	n = min(n, len(r.members))
 	if n <= 0 {
@@ -361,21 +372,23 @@ func (r *Ring) Owners(key uint64, n int) []string {
 	spread := min(n, r.nZones) // leading owners that must be in distinct zones
 	picked := make([]int32, 0, n)
 	var deferred []int32 // seen while zones were still to cover, in ring order
-	seen := make(map[int32]struct{}, n)
-	zoneUsed := make(map[int32]struct{}, spread)
+	seen := make([]bool, len(r.members))
+	zoneUsed := make([]bool, r.nZones)
+	nSeen := 0
 	start := r.successor(key)
-	for step := 0; step < len(r.points) && len(picked) < n && len(seen) < len(r.members); step++ {
+	for step := 0; step < len(r.points) && len(picked) < n && nSeen < len(r.members); step++ {
 		o := r.owners[(start+step)%len(r.points)]
-		if _, ok := seen[o]; ok {
+		if seen[o] {
 			continue
 		}
-		seen[o] = struct{}{}
+		seen[o] = true
+		nSeen++
 		if len(picked) < spread {
-			if _, ok := zoneUsed[r.zones[o]]; ok {
+			if zoneUsed[r.zones[o]] {
 				deferred = append(deferred, o)
 				continue
 			}
-			zoneUsed[r.zones[o]] = struct{}{}
+			zoneUsed[r.zones[o]] = true
 			picked = append(picked, o)
 			if len(picked) == spread {
 				// Zones are covered: the deferred members come next.

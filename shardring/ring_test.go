@@ -465,3 +465,135 @@ func FuzzMembership(f *testing.F) {
 		}
 	})
 }
+
+// referenceAssign is deferred acceptance in its plainest form: one key
+// proposes at a time, and a member over its bound evicts its single worst
+// key. Assign must give exactly the same matching.
+func referenceAssign(r *Ring, keys []uint64) []string {
+	caps := r.capacities(len(keys))
+	tried := make([][]int32, len(keys))
+	point := make([]int, len(keys))
+	held := make([][]int, len(r.members))
+	rankAt := func(j int) int32 { return int32(len(tried[j]) - 1) }
+	worse := func(m int32, a, b int) bool { // a ranks below b at member m
+		ka := candidate{rank: rankAt(a), prio: mix64(keys[a] ^ r.seeds[m]), key: keys[a], pos: []int32{int32(a)}}
+		kb := candidate{rank: rankAt(b), prio: mix64(keys[b] ^ r.seeds[m]), key: keys[b], pos: []int32{int32(b)}}
+		return compareCandidates(ka, kb) > 0
+	}
+	queue := make([]int, len(keys))
+	for j := range queue {
+		queue[j] = j
+	}
+	for len(queue) > 0 {
+		j := queue[0]
+		queue = queue[1:]
+		var m int32
+		if len(tried[j]) == 0 {
+			point[j] = r.successor(keys[j])
+			m = r.owners[point[j]]
+		} else {
+			for {
+				point[j] = (point[j] + 1) % len(r.points)
+				if m = r.owners[point[j]]; !slices.Contains(tried[j], m) {
+					break
+				}
+			}
+		}
+		tried[j] = append(tried[j], m)
+		held[m] = append(held[m], j)
+		if len(held[m]) > caps[m] {
+			w := 0
+			for i := range held[m] {
+				if worse(m, held[m][i], held[m][w]) {
+					w = i
+				}
+			}
+			queue = append(queue, held[m][w])
+			held[m] = slices.Delete(held[m], w, w+1)
+		}
+	}
+	owners := make([]string, len(keys))
+	for m, js := range held {
+		for _, j := range js {
+			owners[j] = r.members[m].ID
+		}
+	}
+	return owners
+}
+
+func TestAssignMatchesReference(t *testing.T) {
+	rng := newRand(t)
+	for i := range 2000 {
+		ms := randomMembers(rng, 1+rng.IntN(12), 0)
+		for j := range ms {
+			ms[j].Weight = []float64{0, 0.5, 1, 2.5}[rng.IntN(4)]
+		}
+		r := mustNew(t, ms, Options{VirtualNodes: 1 + rng.IntN(8), LoadFactor: []float64{1, 1.01, 1.2, 2}[rng.IntN(4)]})
+		// Keys from a small pool, so that many are equal; some sit on ring
+		// points and at the ends of the hash space.
+		pool := []uint64{0, math.MaxUint64, r.points[0], r.points[len(r.points)-1]}
+		for range 1 + rng.IntN(30) {
+			pool = append(pool, rng.Uint64())
+		}
+		keys := make([]uint64, rng.IntN(80))
+		for j := range keys {
+			keys[j] = pool[rng.IntN(len(pool))]
+		}
+		a := r.Assign(keys)
+		requireValid(t, a, keys)
+		want := referenceAssign(r, keys)
+		for j := range keys {
+			require.Equal(t, want[j], a.Owner(j), "case %d, key %d (%#x)", i, j, keys[j])
+		}
+	}
+}
+
+// Equal keys travel as one group: a misconfigured ownership key that makes
+// every target's key the same must not cost keys × members.
+func TestAssignManyEqualKeys(t *testing.T) {
+	r := mustNew(t, testMembers(200), Options{})
+	keys := make([]uint64, 200_000)
+	for i := range keys {
+		keys[i] = 0xdeadbeef
+		if i%10 == 0 {
+			keys[i] = uint64(i) * 0x9e3779b97f4a7c15
+		}
+	}
+	var a *Assignment
+	allocs := testing.AllocsPerRun(1, func() { a = r.Assign(keys) })
+	requireValid(t, a, keys)
+	// Per-key bookkeeping would allocate hundreds of thousands of times.
+	require.Less(t, allocs, 20_000.0)
+}
+
+// A load factor too large to multiply out safely still bounds nothing more
+// than the key count.
+func TestAssignHugeLoadFactor(t *testing.T) {
+	keys := randomKeys(1000, 9)
+	for _, c := range []float64{1e18, 1e300, math.MaxFloat64} {
+		r := mustNew(t, testMembers(3), Options{VirtualNodes: 4, LoadFactor: c})
+		a := r.Assign(keys)
+		requireValid(t, a, keys)
+		require.Equal(t, 1000, a.Capacity("scraper-0"))
+	}
+}
+
+// A member without a zone is a failure domain of its own: one zoned member
+// among zone-less ones is not pulled into every replica set.
+func TestOwnersMixedZones(t *testing.T) {
+	rng := newRand(t)
+	ms := testMembers(10)
+	ms[3].Zone = "eu-1a"
+	r := mustNew(t, ms, Options{VirtualNodes: 256})
+	count := map[string]int{}
+	const nKeys = 10_000
+	for range nKeys {
+		for _, id := range r.Owners(rng.Uint64(), 2) {
+			count[id]++
+		}
+	}
+	// Ideal: 2 × 10,000 / 10 = 2,000 each.
+	for id, c := range count {
+		require.InDelta(t, 2000, c, 300, "replica sets holding %s", id)
+	}
+}
