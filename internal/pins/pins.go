@@ -4,7 +4,8 @@
 // versions the foundation chose, before any code imports them: the
 // coordinator and scraper work may proceed in parallel, and both start from
 // one go.mod and go.sum. `make unit` builds it (go build -tags pins) to prove
-// they compile together. Drop an import here once real code imports it.
+// they compile together. Drop an import here once real code imports that
+// package.
 package pins
 
 import (
@@ -18,7 +19,6 @@ import (
 	_ "github.com/prometheus/prometheus/discovery/consul"
 	_ "github.com/prometheus/prometheus/discovery/kubernetes"
 	_ "github.com/prometheus/prometheus/model/relabel"
-	_ "github.com/prometheus/prometheus/scrape"
 	_ "github.com/prometheus/prometheus/storage/remote"
 	_ "github.com/prometheus/prometheus/tsdb/agent"
 	_ "github.com/thanos-io/objstore"

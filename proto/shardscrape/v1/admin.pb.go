@@ -26,7 +26,8 @@ type WorkerState int32
 
 const (
 	WorkerState_WORKER_STATE_UNSPECIFIED WorkerState = 0
-	WorkerState_WORKER_STATE_ACTIVE      WorkerState = 1
+	// Leased and on the ring (its stream may be reconnecting).
+	WorkerState_WORKER_STATE_ACTIVE WorkerState = 1
 	// Handing its targets over, by Leave or DrainWorker.
 	WorkerState_WORKER_STATE_DRAINING WorkerState = 2
 	// Drained by DrainWorker: leased, owns nothing.
@@ -151,23 +152,23 @@ func (LocateReason) EnumDescriptor() ([]byte, []int) {
 }
 
 type Worker struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Address       string                 `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
-	Zone          string                 `protobuf:"bytes,3,opt,name=zone,proto3" json:"zone,omitempty"`
-	Capacity      float64                `protobuf:"fixed64,4,opt,name=capacity,proto3" json:"capacity,omitempty"`
-	State         WorkerState            `protobuf:"varint,5,opt,name=state,proto3,enum=shardscrape.v1.WorkerState" json:"state,omitempty"`
-	Version       string                 `protobuf:"bytes,6,opt,name=version,proto3" json:"version,omitempty"`
-	LeaseExpires  *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=lease_expires,json=leaseExpires,proto3" json:"lease_expires,omitempty"`
-	LastHeartbeat *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=last_heartbeat,json=lastHeartbeat,proto3" json:"last_heartbeat,omitempty"`
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	Id                string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Address           string                 `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	Zone              string                 `protobuf:"bytes,3,opt,name=zone,proto3" json:"zone,omitempty"`
+	Capacity          float64                `protobuf:"fixed64,4,opt,name=capacity,proto3" json:"capacity,omitempty"`
+	State             WorkerState            `protobuf:"varint,5,opt,name=state,proto3,enum=shardscrape.v1.WorkerState" json:"state,omitempty"`
+	Version           string                 `protobuf:"bytes,6,opt,name=version,proto3" json:"version,omitempty"`
+	LeaseExpireTime   *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=lease_expire_time,json=leaseExpireTime,proto3" json:"lease_expire_time,omitempty"`
+	LastHeartbeatTime *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=last_heartbeat_time,json=lastHeartbeatTime,proto3" json:"last_heartbeat_time,omitempty"`
 	// Latest generation sent, and the latest the worker reported applied.
-	GenerationSent    uint64 `protobuf:"varint,9,opt,name=generation_sent,json=generationSent,proto3" json:"generation_sent,omitempty"`
-	GenerationApplied uint64 `protobuf:"varint,10,opt,name=generation_applied,json=generationApplied,proto3" json:"generation_applied,omitempty"`
-	Targets           uint64 `protobuf:"varint,11,opt,name=targets,proto3" json:"targets,omitempty"`
-	IncomingTargets   uint64 `protobuf:"varint,12,opt,name=incoming_targets,json=incomingTargets,proto3" json:"incoming_targets,omitempty"`
-	OutgoingTargets   uint64 `protobuf:"varint,13,opt,name=outgoing_targets,json=outgoingTargets,proto3" json:"outgoing_targets,omitempty"`
+	GenerationSent      uint64 `protobuf:"varint,9,opt,name=generation_sent,json=generationSent,proto3" json:"generation_sent,omitempty"`
+	GenerationApplied   uint64 `protobuf:"varint,10,opt,name=generation_applied,json=generationApplied,proto3" json:"generation_applied,omitempty"`
+	TargetCount         uint64 `protobuf:"varint,11,opt,name=target_count,json=targetCount,proto3" json:"target_count,omitempty"`
+	IncomingTargetCount uint64 `protobuf:"varint,12,opt,name=incoming_target_count,json=incomingTargetCount,proto3" json:"incoming_target_count,omitempty"`
+	OutgoingTargetCount uint64 `protobuf:"varint,13,opt,name=outgoing_target_count,json=outgoingTargetCount,proto3" json:"outgoing_target_count,omitempty"`
 	// Series over its targets, from heartbeats.
-	Series        uint64 `protobuf:"varint,14,opt,name=series,proto3" json:"series,omitempty"`
+	SeriesCount   uint64 `protobuf:"varint,14,opt,name=series_count,json=seriesCount,proto3" json:"series_count,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -244,16 +245,16 @@ func (x *Worker) GetVersion() string {
 	return ""
 }
 
-func (x *Worker) GetLeaseExpires() *timestamppb.Timestamp {
+func (x *Worker) GetLeaseExpireTime() *timestamppb.Timestamp {
 	if x != nil {
-		return x.LeaseExpires
+		return x.LeaseExpireTime
 	}
 	return nil
 }
 
-func (x *Worker) GetLastHeartbeat() *timestamppb.Timestamp {
+func (x *Worker) GetLastHeartbeatTime() *timestamppb.Timestamp {
 	if x != nil {
-		return x.LastHeartbeat
+		return x.LastHeartbeatTime
 	}
 	return nil
 }
@@ -272,30 +273,30 @@ func (x *Worker) GetGenerationApplied() uint64 {
 	return 0
 }
 
-func (x *Worker) GetTargets() uint64 {
+func (x *Worker) GetTargetCount() uint64 {
 	if x != nil {
-		return x.Targets
+		return x.TargetCount
 	}
 	return 0
 }
 
-func (x *Worker) GetIncomingTargets() uint64 {
+func (x *Worker) GetIncomingTargetCount() uint64 {
 	if x != nil {
-		return x.IncomingTargets
+		return x.IncomingTargetCount
 	}
 	return 0
 }
 
-func (x *Worker) GetOutgoingTargets() uint64 {
+func (x *Worker) GetOutgoingTargetCount() uint64 {
 	if x != nil {
-		return x.OutgoingTargets
+		return x.OutgoingTargetCount
 	}
 	return 0
 }
 
-func (x *Worker) GetSeries() uint64 {
+func (x *Worker) GetSeriesCount() uint64 {
 	if x != nil {
-		return x.Series
+		return x.SeriesCount
 	}
 	return 0
 }
@@ -390,10 +391,13 @@ type ListTargetsRequest struct {
 	Selector string `protobuf:"bytes,4,opt,name=selector,proto3" json:"selector,omitempty"`
 	// Include targets that are unassigned (no workers) or excluded.
 	IncludeUnassigned bool `protobuf:"varint,5,opt,name=include_unassigned,json=includeUnassigned,proto3" json:"include_unassigned,omitempty"`
+	// Only pinned targets; only excluded ones (implies include_unassigned).
+	PinnedOnly   bool `protobuf:"varint,6,opt,name=pinned_only,json=pinnedOnly,proto3" json:"pinned_only,omitempty"`
+	ExcludedOnly bool `protobuf:"varint,7,opt,name=excluded_only,json=excludedOnly,proto3" json:"excluded_only,omitempty"`
 	// At most this many targets (0: the server's default); continue with
 	// next_page_token.
-	PageSize      uint32 `protobuf:"varint,6,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
-	PageToken     string `protobuf:"bytes,7,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	PageSize      uint32 `protobuf:"varint,8,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken     string `protobuf:"bytes,9,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -463,6 +467,20 @@ func (x *ListTargetsRequest) GetIncludeUnassigned() bool {
 	return false
 }
 
+func (x *ListTargetsRequest) GetPinnedOnly() bool {
+	if x != nil {
+		return x.PinnedOnly
+	}
+	return false
+}
+
+func (x *ListTargetsRequest) GetExcludedOnly() bool {
+	if x != nil {
+		return x.ExcludedOnly
+	}
+	return false
+}
+
 func (x *ListTargetsRequest) GetPageSize() uint32 {
 	if x != nil {
 		return x.PageSize
@@ -477,22 +495,88 @@ func (x *ListTargetsRequest) GetPageToken() string {
 	return ""
 }
 
-type AssignedTarget struct {
-	state  protoimpl.MessageState `protogen:"open.v1"`
-	Target *Target                `protobuf:"bytes,1,opt,name=target,proto3" json:"target,omitempty"`
-	Job    string                 `protobuf:"bytes,2,opt,name=job,proto3" json:"job,omitempty"`
-	// Owners: one, or the replication factor's worth. Empty if unassigned.
-	WorkerIds []string `protobuf:"bytes,3,rep,name=worker_ids,json=workerIds,proto3" json:"worker_ids,omitempty"`
-	// Last reported load.
-	Series        uint64 `protobuf:"varint,4,opt,name=series,proto3" json:"series,omitempty"`
-	Up            bool   `protobuf:"varint,5,opt,name=up,proto3" json:"up,omitempty"`
+// Owner is one worker holding a target.
+type Owner struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	WorkerId string                 `protobuf:"bytes,1,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
+	// Its state on that worker: ACTIVE, or INCOMING/OUTGOING during a move.
+	State         TargetState `protobuf:"varint,2,opt,name=state,proto3,enum=shardscrape.v1.TargetState" json:"state,omitempty"`
+	Replica       uint32      `protobuf:"varint,3,opt,name=replica,proto3" json:"replica,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
+func (x *Owner) Reset() {
+	*x = Owner{}
+	mi := &file_shardscrape_v1_admin_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Owner) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Owner) ProtoMessage() {}
+
+func (x *Owner) ProtoReflect() protoreflect.Message {
+	mi := &file_shardscrape_v1_admin_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Owner.ProtoReflect.Descriptor instead.
+func (*Owner) Descriptor() ([]byte, []int) {
+	return file_shardscrape_v1_admin_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *Owner) GetWorkerId() string {
+	if x != nil {
+		return x.WorkerId
+	}
+	return ""
+}
+
+func (x *Owner) GetState() TargetState {
+	if x != nil {
+		return x.State
+	}
+	return TargetState_TARGET_STATE_UNSPECIFIED
+}
+
+func (x *Owner) GetReplica() uint32 {
+	if x != nil {
+		return x.Replica
+	}
+	return 0
+}
+
+type AssignedTarget struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The target; its state field is unset here (see owners).
+	Target *Target `protobuf:"bytes,1,opt,name=target,proto3" json:"target,omitempty"`
+	// Empty if unassigned or excluded.
+	Owners []*Owner `protobuf:"bytes,2,rep,name=owners,proto3" json:"owners,omitempty"`
+	// Last reported load.
+	SeriesCount uint64 `protobuf:"varint,3,opt,name=series_count,json=seriesCount,proto3" json:"series_count,omitempty"`
+	Up          bool   `protobuf:"varint,4,opt,name=up,proto3" json:"up,omitempty"`
+	// Set when pinned.
+	PinnedWorkerId string `protobuf:"bytes,5,opt,name=pinned_worker_id,json=pinnedWorkerId,proto3" json:"pinned_worker_id,omitempty"`
+	Excluded       bool   `protobuf:"varint,6,opt,name=excluded,proto3" json:"excluded,omitempty"`
+	ExcludeReason  string `protobuf:"bytes,7,opt,name=exclude_reason,json=excludeReason,proto3" json:"exclude_reason,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
 func (x *AssignedTarget) Reset() {
 	*x = AssignedTarget{}
-	mi := &file_shardscrape_v1_admin_proto_msgTypes[4]
+	mi := &file_shardscrape_v1_admin_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -504,7 +588,7 @@ func (x *AssignedTarget) String() string {
 func (*AssignedTarget) ProtoMessage() {}
 
 func (x *AssignedTarget) ProtoReflect() protoreflect.Message {
-	mi := &file_shardscrape_v1_admin_proto_msgTypes[4]
+	mi := &file_shardscrape_v1_admin_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -517,7 +601,7 @@ func (x *AssignedTarget) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AssignedTarget.ProtoReflect.Descriptor instead.
 func (*AssignedTarget) Descriptor() ([]byte, []int) {
-	return file_shardscrape_v1_admin_proto_rawDescGZIP(), []int{4}
+	return file_shardscrape_v1_admin_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *AssignedTarget) GetTarget() *Target {
@@ -527,23 +611,16 @@ func (x *AssignedTarget) GetTarget() *Target {
 	return nil
 }
 
-func (x *AssignedTarget) GetJob() string {
+func (x *AssignedTarget) GetOwners() []*Owner {
 	if x != nil {
-		return x.Job
-	}
-	return ""
-}
-
-func (x *AssignedTarget) GetWorkerIds() []string {
-	if x != nil {
-		return x.WorkerIds
+		return x.Owners
 	}
 	return nil
 }
 
-func (x *AssignedTarget) GetSeries() uint64 {
+func (x *AssignedTarget) GetSeriesCount() uint64 {
 	if x != nil {
-		return x.Series
+		return x.SeriesCount
 	}
 	return 0
 }
@@ -553,6 +630,27 @@ func (x *AssignedTarget) GetUp() bool {
 		return x.Up
 	}
 	return false
+}
+
+func (x *AssignedTarget) GetPinnedWorkerId() string {
+	if x != nil {
+		return x.PinnedWorkerId
+	}
+	return ""
+}
+
+func (x *AssignedTarget) GetExcluded() bool {
+	if x != nil {
+		return x.Excluded
+	}
+	return false
+}
+
+func (x *AssignedTarget) GetExcludeReason() string {
+	if x != nil {
+		return x.ExcludeReason
+	}
+	return ""
 }
 
 type ListTargetsResponse struct {
@@ -567,7 +665,7 @@ type ListTargetsResponse struct {
 
 func (x *ListTargetsResponse) Reset() {
 	*x = ListTargetsResponse{}
-	mi := &file_shardscrape_v1_admin_proto_msgTypes[5]
+	mi := &file_shardscrape_v1_admin_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -579,7 +677,7 @@ func (x *ListTargetsResponse) String() string {
 func (*ListTargetsResponse) ProtoMessage() {}
 
 func (x *ListTargetsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shardscrape_v1_admin_proto_msgTypes[5]
+	mi := &file_shardscrape_v1_admin_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -592,7 +690,7 @@ func (x *ListTargetsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTargetsResponse.ProtoReflect.Descriptor instead.
 func (*ListTargetsResponse) Descriptor() ([]byte, []int) {
-	return file_shardscrape_v1_admin_proto_rawDescGZIP(), []int{5}
+	return file_shardscrape_v1_admin_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ListTargetsResponse) GetTargets() []*AssignedTarget {
@@ -625,7 +723,7 @@ type LocateTargetRequest struct {
 
 func (x *LocateTargetRequest) Reset() {
 	*x = LocateTargetRequest{}
-	mi := &file_shardscrape_v1_admin_proto_msgTypes[6]
+	mi := &file_shardscrape_v1_admin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -637,7 +735,7 @@ func (x *LocateTargetRequest) String() string {
 func (*LocateTargetRequest) ProtoMessage() {}
 
 func (x *LocateTargetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shardscrape_v1_admin_proto_msgTypes[6]
+	mi := &file_shardscrape_v1_admin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -650,7 +748,7 @@ func (x *LocateTargetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocateTargetRequest.ProtoReflect.Descriptor instead.
 func (*LocateTargetRequest) Descriptor() ([]byte, []int) {
-	return file_shardscrape_v1_admin_proto_rawDescGZIP(), []int{6}
+	return file_shardscrape_v1_admin_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *LocateTargetRequest) GetTarget() *TargetRef {
@@ -674,7 +772,7 @@ type LocateTargetResponse struct {
 
 func (x *LocateTargetResponse) Reset() {
 	*x = LocateTargetResponse{}
-	mi := &file_shardscrape_v1_admin_proto_msgTypes[7]
+	mi := &file_shardscrape_v1_admin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -686,7 +784,7 @@ func (x *LocateTargetResponse) String() string {
 func (*LocateTargetResponse) ProtoMessage() {}
 
 func (x *LocateTargetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shardscrape_v1_admin_proto_msgTypes[7]
+	mi := &file_shardscrape_v1_admin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -699,7 +797,7 @@ func (x *LocateTargetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocateTargetResponse.ProtoReflect.Descriptor instead.
 func (*LocateTargetResponse) Descriptor() ([]byte, []int) {
-	return file_shardscrape_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_shardscrape_v1_admin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *LocateTargetResponse) GetTarget() *AssignedTarget {
@@ -738,10 +836,10 @@ type RingMember struct {
 	VirtualNodes uint32                 `protobuf:"varint,4,opt,name=virtual_nodes,json=virtualNodes,proto3" json:"virtual_nodes,omitempty"`
 	// Fraction of the hash space its virtual nodes cover.
 	OwnedFraction float64 `protobuf:"fixed64,5,opt,name=owned_fraction,json=ownedFraction,proto3" json:"owned_fraction,omitempty"`
-	Targets       uint64  `protobuf:"varint,6,opt,name=targets,proto3" json:"targets,omitempty"`
+	TargetCount   uint64  `protobuf:"varint,6,opt,name=target_count,json=targetCount,proto3" json:"target_count,omitempty"`
 	// Its load bound: ceil(c · mean · weight).
 	Bound uint64 `protobuf:"varint,7,opt,name=bound,proto3" json:"bound,omitempty"`
-	// targets over the weighted mean.
+	// target_count over its weighted mean (targets · weight / total weight).
 	LoadOverMean  float64 `protobuf:"fixed64,8,opt,name=load_over_mean,json=loadOverMean,proto3" json:"load_over_mean,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -749,7 +847,7 @@ type RingMember struct {
 
 func (x *RingMember) Reset() {
 	*x = RingMember{}
-	mi := &file_shardscrape_v1_admin_proto_msgTypes[8]
+	mi := &file_shardscrape_v1_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -761,7 +859,7 @@ func (x *RingMember) String() string {
 func (*RingMember) ProtoMessage() {}
 
 func (x *RingMember) ProtoReflect() protoreflect.Message {
-	mi := &file_shardscrape_v1_admin_proto_msgTypes[8]
+	mi := &file_shardscrape_v1_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -774,7 +872,7 @@ func (x *RingMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RingMember.ProtoReflect.Descriptor instead.
 func (*RingMember) Descriptor() ([]byte, []int) {
-	return file_shardscrape_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_shardscrape_v1_admin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *RingMember) GetId() string {
@@ -812,9 +910,9 @@ func (x *RingMember) GetOwnedFraction() float64 {
 	return 0
 }
 
-func (x *RingMember) GetTargets() uint64 {
+func (x *RingMember) GetTargetCount() uint64 {
 	if x != nil {
-		return x.Targets
+		return x.TargetCount
 	}
 	return 0
 }
@@ -841,7 +939,7 @@ type RingStatusRequest struct {
 
 func (x *RingStatusRequest) Reset() {
 	*x = RingStatusRequest{}
-	mi := &file_shardscrape_v1_admin_proto_msgTypes[9]
+	mi := &file_shardscrape_v1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -853,7 +951,7 @@ func (x *RingStatusRequest) String() string {
 func (*RingStatusRequest) ProtoMessage() {}
 
 func (x *RingStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shardscrape_v1_admin_proto_msgTypes[9]
+	mi := &file_shardscrape_v1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -866,7 +964,7 @@ func (x *RingStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RingStatusRequest.ProtoReflect.Descriptor instead.
 func (*RingStatusRequest) Descriptor() ([]byte, []int) {
-	return file_shardscrape_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_shardscrape_v1_admin_proto_rawDescGZIP(), []int{10}
 }
 
 type RingStatusResponse struct {
@@ -879,14 +977,14 @@ type RingStatusResponse struct {
 	Imbalance         float64 `protobuf:"fixed64,5,opt,name=imbalance,proto3" json:"imbalance,omitempty"`
 	RebalancingPaused bool    `protobuf:"varint,6,opt,name=rebalancing_paused,json=rebalancingPaused,proto3" json:"rebalancing_paused,omitempty"`
 	PauseReason       string  `protobuf:"bytes,7,opt,name=pause_reason,json=pauseReason,proto3" json:"pause_reason,omitempty"`
-	Targets           uint64  `protobuf:"varint,8,opt,name=targets,proto3" json:"targets,omitempty"`
+	TargetCount       uint64  `protobuf:"varint,8,opt,name=target_count,json=targetCount,proto3" json:"target_count,omitempty"`
 	unknownFields     protoimpl.UnknownFields
 	sizeCache         protoimpl.SizeCache
 }
 
 func (x *RingStatusResponse) Reset() {
 	*x = RingStatusResponse{}
-	mi := &file_shardscrape_v1_admin_proto_msgTypes[10]
+	mi := &file_shardscrape_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -898,7 +996,7 @@ func (x *RingStatusResponse) String() string {
 func (*RingStatusResponse) ProtoMessage() {}
 
 func (x *RingStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shardscrape_v1_admin_proto_msgTypes[10]
+	mi := &file_shardscrape_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -911,7 +1009,7 @@ func (x *RingStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RingStatusResponse.ProtoReflect.Descriptor instead.
 func (*RingStatusResponse) Descriptor() ([]byte, []int) {
-	return file_shardscrape_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_shardscrape_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RingStatusResponse) GetMembers() []*RingMember {
@@ -963,9 +1061,9 @@ func (x *RingStatusResponse) GetPauseReason() string {
 	return ""
 }
 
-func (x *RingStatusResponse) GetTargets() uint64 {
+func (x *RingStatusResponse) GetTargetCount() uint64 {
 	if x != nil {
-		return x.Targets
+		return x.TargetCount
 	}
 	return 0
 }
@@ -979,7 +1077,7 @@ type DrainWorkerRequest struct {
 
 func (x *DrainWorkerRequest) Reset() {
 	*x = DrainWorkerRequest{}
-	mi := &file_shardscrape_v1_admin_proto_msgTypes[11]
+	mi := &file_shardscrape_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -991,7 +1089,7 @@ func (x *DrainWorkerRequest) String() string {
 func (*DrainWorkerRequest) ProtoMessage() {}
 
 func (x *DrainWorkerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shardscrape_v1_admin_proto_msgTypes[11]
+	mi := &file_shardscrape_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1004,7 +1102,7 @@ func (x *DrainWorkerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainWorkerRequest.ProtoReflect.Descriptor instead.
 func (*DrainWorkerRequest) Descriptor() ([]byte, []int) {
-	return file_shardscrape_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_shardscrape_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *DrainWorkerRequest) GetWorkerId() string {
@@ -1018,14 +1116,14 @@ type DrainWorkerResponse struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Worker *Worker                `protobuf:"bytes,1,opt,name=worker,proto3" json:"worker,omitempty"`
 	// Targets that will move off it.
-	MovingTargets uint64 `protobuf:"varint,2,opt,name=moving_targets,json=movingTargets,proto3" json:"moving_targets,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	MovingTargetCount uint64 `protobuf:"varint,2,opt,name=moving_target_count,json=movingTargetCount,proto3" json:"moving_target_count,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *DrainWorkerResponse) Reset() {
 	*x = DrainWorkerResponse{}
-	mi := &file_shardscrape_v1_admin_proto_msgTypes[12]
+	mi := &file_shardscrape_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1037,7 +1135,7 @@ func (x *DrainWorkerResponse) String() string {
 func (*DrainWorkerResponse) ProtoMessage() {}
 
 func (x *DrainWorkerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shardscrape_v1_admin_proto_msgTypes[12]
+	mi := &file_shardscrape_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1050,7 +1148,7 @@ func (x *DrainWorkerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainWorkerResponse.ProtoReflect.Descriptor instead.
 func (*DrainWorkerResponse) Descriptor() ([]byte, []int) {
-	return file_shardscrape_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_shardscrape_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *DrainWorkerResponse) GetWorker() *Worker {
@@ -1060,9 +1158,9 @@ func (x *DrainWorkerResponse) GetWorker() *Worker {
 	return nil
 }
 
-func (x *DrainWorkerResponse) GetMovingTargets() uint64 {
+func (x *DrainWorkerResponse) GetMovingTargetCount() uint64 {
 	if x != nil {
-		return x.MovingTargets
+		return x.MovingTargetCount
 	}
 	return 0
 }
@@ -1076,7 +1174,7 @@ type UndrainWorkerRequest struct {
 
 func (x *UndrainWorkerRequest) Reset() {
 	*x = UndrainWorkerRequest{}
-	mi := &file_shardscrape_v1_admin_proto_msgTypes[13]
+	mi := &file_shardscrape_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1088,7 +1186,7 @@ func (x *UndrainWorkerRequest) String() string {
 func (*UndrainWorkerRequest) ProtoMessage() {}
 
 func (x *UndrainWorkerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shardscrape_v1_admin_proto_msgTypes[13]
+	mi := &file_shardscrape_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1101,7 +1199,7 @@ func (x *UndrainWorkerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UndrainWorkerRequest.ProtoReflect.Descriptor instead.
 func (*UndrainWorkerRequest) Descriptor() ([]byte, []int) {
-	return file_shardscrape_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_shardscrape_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *UndrainWorkerRequest) GetWorkerId() string {
@@ -1120,7 +1218,7 @@ type UndrainWorkerResponse struct {
 
 func (x *UndrainWorkerResponse) Reset() {
 	*x = UndrainWorkerResponse{}
-	mi := &file_shardscrape_v1_admin_proto_msgTypes[14]
+	mi := &file_shardscrape_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1132,7 +1230,7 @@ func (x *UndrainWorkerResponse) String() string {
 func (*UndrainWorkerResponse) ProtoMessage() {}
 
 func (x *UndrainWorkerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shardscrape_v1_admin_proto_msgTypes[14]
+	mi := &file_shardscrape_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1145,7 +1243,7 @@ func (x *UndrainWorkerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UndrainWorkerResponse.ProtoReflect.Descriptor instead.
 func (*UndrainWorkerResponse) Descriptor() ([]byte, []int) {
-	return file_shardscrape_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_shardscrape_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *UndrainWorkerResponse) GetWorker() *Worker {
@@ -1165,7 +1263,7 @@ type PinTargetRequest struct {
 
 func (x *PinTargetRequest) Reset() {
 	*x = PinTargetRequest{}
-	mi := &file_shardscrape_v1_admin_proto_msgTypes[15]
+	mi := &file_shardscrape_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1177,7 +1275,7 @@ func (x *PinTargetRequest) String() string {
 func (*PinTargetRequest) ProtoMessage() {}
 
 func (x *PinTargetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shardscrape_v1_admin_proto_msgTypes[15]
+	mi := &file_shardscrape_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1190,7 +1288,7 @@ func (x *PinTargetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PinTargetRequest.ProtoReflect.Descriptor instead.
 func (*PinTargetRequest) Descriptor() ([]byte, []int) {
-	return file_shardscrape_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_shardscrape_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *PinTargetRequest) GetTarget() *TargetRef {
@@ -1216,7 +1314,7 @@ type PinTargetResponse struct {
 
 func (x *PinTargetResponse) Reset() {
 	*x = PinTargetResponse{}
-	mi := &file_shardscrape_v1_admin_proto_msgTypes[16]
+	mi := &file_shardscrape_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1228,7 +1326,7 @@ func (x *PinTargetResponse) String() string {
 func (*PinTargetResponse) ProtoMessage() {}
 
 func (x *PinTargetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shardscrape_v1_admin_proto_msgTypes[16]
+	mi := &file_shardscrape_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1241,7 +1339,7 @@ func (x *PinTargetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PinTargetResponse.ProtoReflect.Descriptor instead.
 func (*PinTargetResponse) Descriptor() ([]byte, []int) {
-	return file_shardscrape_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_shardscrape_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *PinTargetResponse) GetTarget() *AssignedTarget {
@@ -1260,7 +1358,7 @@ type UnpinTargetRequest struct {
 
 func (x *UnpinTargetRequest) Reset() {
 	*x = UnpinTargetRequest{}
-	mi := &file_shardscrape_v1_admin_proto_msgTypes[17]
+	mi := &file_shardscrape_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1272,7 +1370,7 @@ func (x *UnpinTargetRequest) String() string {
 func (*UnpinTargetRequest) ProtoMessage() {}
 
 func (x *UnpinTargetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shardscrape_v1_admin_proto_msgTypes[17]
+	mi := &file_shardscrape_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1285,7 +1383,7 @@ func (x *UnpinTargetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnpinTargetRequest.ProtoReflect.Descriptor instead.
 func (*UnpinTargetRequest) Descriptor() ([]byte, []int) {
-	return file_shardscrape_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_shardscrape_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *UnpinTargetRequest) GetTarget() *TargetRef {
@@ -1304,7 +1402,7 @@ type UnpinTargetResponse struct {
 
 func (x *UnpinTargetResponse) Reset() {
 	*x = UnpinTargetResponse{}
-	mi := &file_shardscrape_v1_admin_proto_msgTypes[18]
+	mi := &file_shardscrape_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1316,7 +1414,7 @@ func (x *UnpinTargetResponse) String() string {
 func (*UnpinTargetResponse) ProtoMessage() {}
 
 func (x *UnpinTargetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shardscrape_v1_admin_proto_msgTypes[18]
+	mi := &file_shardscrape_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1329,7 +1427,7 @@ func (x *UnpinTargetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnpinTargetResponse.ProtoReflect.Descriptor instead.
 func (*UnpinTargetResponse) Descriptor() ([]byte, []int) {
-	return file_shardscrape_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_shardscrape_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *UnpinTargetResponse) GetTarget() *AssignedTarget {
@@ -1350,7 +1448,7 @@ type ExcludeTargetRequest struct {
 
 func (x *ExcludeTargetRequest) Reset() {
 	*x = ExcludeTargetRequest{}
-	mi := &file_shardscrape_v1_admin_proto_msgTypes[19]
+	mi := &file_shardscrape_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1362,7 +1460,7 @@ func (x *ExcludeTargetRequest) String() string {
 func (*ExcludeTargetRequest) ProtoMessage() {}
 
 func (x *ExcludeTargetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shardscrape_v1_admin_proto_msgTypes[19]
+	mi := &file_shardscrape_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1375,7 +1473,7 @@ func (x *ExcludeTargetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExcludeTargetRequest.ProtoReflect.Descriptor instead.
 func (*ExcludeTargetRequest) Descriptor() ([]byte, []int) {
-	return file_shardscrape_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_shardscrape_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ExcludeTargetRequest) GetTarget() *TargetRef {
@@ -1400,7 +1498,7 @@ type ExcludeTargetResponse struct {
 
 func (x *ExcludeTargetResponse) Reset() {
 	*x = ExcludeTargetResponse{}
-	mi := &file_shardscrape_v1_admin_proto_msgTypes[20]
+	mi := &file_shardscrape_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1412,7 +1510,7 @@ func (x *ExcludeTargetResponse) String() string {
 func (*ExcludeTargetResponse) ProtoMessage() {}
 
 func (x *ExcludeTargetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shardscrape_v1_admin_proto_msgTypes[20]
+	mi := &file_shardscrape_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1425,7 +1523,7 @@ func (x *ExcludeTargetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExcludeTargetResponse.ProtoReflect.Descriptor instead.
 func (*ExcludeTargetResponse) Descriptor() ([]byte, []int) {
-	return file_shardscrape_v1_admin_proto_rawDescGZIP(), []int{20}
+	return file_shardscrape_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 type IncludeTargetRequest struct {
@@ -1437,7 +1535,7 @@ type IncludeTargetRequest struct {
 
 func (x *IncludeTargetRequest) Reset() {
 	*x = IncludeTargetRequest{}
-	mi := &file_shardscrape_v1_admin_proto_msgTypes[21]
+	mi := &file_shardscrape_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1449,7 +1547,7 @@ func (x *IncludeTargetRequest) String() string {
 func (*IncludeTargetRequest) ProtoMessage() {}
 
 func (x *IncludeTargetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shardscrape_v1_admin_proto_msgTypes[21]
+	mi := &file_shardscrape_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1462,7 +1560,7 @@ func (x *IncludeTargetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IncludeTargetRequest.ProtoReflect.Descriptor instead.
 func (*IncludeTargetRequest) Descriptor() ([]byte, []int) {
-	return file_shardscrape_v1_admin_proto_rawDescGZIP(), []int{21}
+	return file_shardscrape_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *IncludeTargetRequest) GetTarget() *TargetRef {
@@ -1480,7 +1578,7 @@ type IncludeTargetResponse struct {
 
 func (x *IncludeTargetResponse) Reset() {
 	*x = IncludeTargetResponse{}
-	mi := &file_shardscrape_v1_admin_proto_msgTypes[22]
+	mi := &file_shardscrape_v1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1492,7 +1590,7 @@ func (x *IncludeTargetResponse) String() string {
 func (*IncludeTargetResponse) ProtoMessage() {}
 
 func (x *IncludeTargetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shardscrape_v1_admin_proto_msgTypes[22]
+	mi := &file_shardscrape_v1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1505,7 +1603,7 @@ func (x *IncludeTargetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IncludeTargetResponse.ProtoReflect.Descriptor instead.
 func (*IncludeTargetResponse) Descriptor() ([]byte, []int) {
-	return file_shardscrape_v1_admin_proto_rawDescGZIP(), []int{22}
+	return file_shardscrape_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 type PauseRebalancingRequest struct {
@@ -1517,7 +1615,7 @@ type PauseRebalancingRequest struct {
 
 func (x *PauseRebalancingRequest) Reset() {
 	*x = PauseRebalancingRequest{}
-	mi := &file_shardscrape_v1_admin_proto_msgTypes[23]
+	mi := &file_shardscrape_v1_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1529,7 +1627,7 @@ func (x *PauseRebalancingRequest) String() string {
 func (*PauseRebalancingRequest) ProtoMessage() {}
 
 func (x *PauseRebalancingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shardscrape_v1_admin_proto_msgTypes[23]
+	mi := &file_shardscrape_v1_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1542,7 +1640,7 @@ func (x *PauseRebalancingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseRebalancingRequest.ProtoReflect.Descriptor instead.
 func (*PauseRebalancingRequest) Descriptor() ([]byte, []int) {
-	return file_shardscrape_v1_admin_proto_rawDescGZIP(), []int{23}
+	return file_shardscrape_v1_admin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *PauseRebalancingRequest) GetReason() string {
@@ -1560,7 +1658,7 @@ type PauseRebalancingResponse struct {
 
 func (x *PauseRebalancingResponse) Reset() {
 	*x = PauseRebalancingResponse{}
-	mi := &file_shardscrape_v1_admin_proto_msgTypes[24]
+	mi := &file_shardscrape_v1_admin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1572,7 +1670,7 @@ func (x *PauseRebalancingResponse) String() string {
 func (*PauseRebalancingResponse) ProtoMessage() {}
 
 func (x *PauseRebalancingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shardscrape_v1_admin_proto_msgTypes[24]
+	mi := &file_shardscrape_v1_admin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1585,7 +1683,7 @@ func (x *PauseRebalancingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseRebalancingResponse.ProtoReflect.Descriptor instead.
 func (*PauseRebalancingResponse) Descriptor() ([]byte, []int) {
-	return file_shardscrape_v1_admin_proto_rawDescGZIP(), []int{24}
+	return file_shardscrape_v1_admin_proto_rawDescGZIP(), []int{25}
 }
 
 type ResumeRebalancingRequest struct {
@@ -1596,7 +1694,7 @@ type ResumeRebalancingRequest struct {
 
 func (x *ResumeRebalancingRequest) Reset() {
 	*x = ResumeRebalancingRequest{}
-	mi := &file_shardscrape_v1_admin_proto_msgTypes[25]
+	mi := &file_shardscrape_v1_admin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1608,7 +1706,7 @@ func (x *ResumeRebalancingRequest) String() string {
 func (*ResumeRebalancingRequest) ProtoMessage() {}
 
 func (x *ResumeRebalancingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shardscrape_v1_admin_proto_msgTypes[25]
+	mi := &file_shardscrape_v1_admin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1621,20 +1719,20 @@ func (x *ResumeRebalancingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeRebalancingRequest.ProtoReflect.Descriptor instead.
 func (*ResumeRebalancingRequest) Descriptor() ([]byte, []int) {
-	return file_shardscrape_v1_admin_proto_rawDescGZIP(), []int{25}
+	return file_shardscrape_v1_admin_proto_rawDescGZIP(), []int{26}
 }
 
 type ResumeRebalancingResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Targets that moved when the ring caught up.
-	MovedTargets  uint64 `protobuf:"varint,1,opt,name=moved_targets,json=movedTargets,proto3" json:"moved_targets,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	MovedTargetCount uint64 `protobuf:"varint,1,opt,name=moved_target_count,json=movedTargetCount,proto3" json:"moved_target_count,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *ResumeRebalancingResponse) Reset() {
 	*x = ResumeRebalancingResponse{}
-	mi := &file_shardscrape_v1_admin_proto_msgTypes[26]
+	mi := &file_shardscrape_v1_admin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1646,7 +1744,7 @@ func (x *ResumeRebalancingResponse) String() string {
 func (*ResumeRebalancingResponse) ProtoMessage() {}
 
 func (x *ResumeRebalancingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shardscrape_v1_admin_proto_msgTypes[26]
+	mi := &file_shardscrape_v1_admin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1659,21 +1757,84 @@ func (x *ResumeRebalancingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeRebalancingResponse.ProtoReflect.Descriptor instead.
 func (*ResumeRebalancingResponse) Descriptor() ([]byte, []int) {
-	return file_shardscrape_v1_admin_proto_rawDescGZIP(), []int{26}
+	return file_shardscrape_v1_admin_proto_rawDescGZIP(), []int{27}
 }
 
-func (x *ResumeRebalancingResponse) GetMovedTargets() uint64 {
+func (x *ResumeRebalancingResponse) GetMovedTargetCount() uint64 {
 	if x != nil {
-		return x.MovedTargets
+		return x.MovedTargetCount
+	}
+	return 0
+}
+
+// WorkerSpec is a hypothetical worker for PreviewRebalance.
+type WorkerSpec struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Zone  string                 `protobuf:"bytes,2,opt,name=zone,proto3" json:"zone,omitempty"`
+	// As JoinRequest.capacity.
+	Capacity      float64 `protobuf:"fixed64,3,opt,name=capacity,proto3" json:"capacity,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WorkerSpec) Reset() {
+	*x = WorkerSpec{}
+	mi := &file_shardscrape_v1_admin_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WorkerSpec) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WorkerSpec) ProtoMessage() {}
+
+func (x *WorkerSpec) ProtoReflect() protoreflect.Message {
+	mi := &file_shardscrape_v1_admin_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WorkerSpec.ProtoReflect.Descriptor instead.
+func (*WorkerSpec) Descriptor() ([]byte, []int) {
+	return file_shardscrape_v1_admin_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *WorkerSpec) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *WorkerSpec) GetZone() string {
+	if x != nil {
+		return x.Zone
+	}
+	return ""
+}
+
+func (x *WorkerSpec) GetCapacity() float64 {
+	if x != nil {
+		return x.Capacity
 	}
 	return 0
 }
 
 type PreviewRebalanceRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Hypothetical membership change; both empty previews resuming a paused
+	// Hypothetical membership change; all empty previews resuming a paused
 	// ring.
-	AddWorkerIds    []string `protobuf:"bytes,1,rep,name=add_worker_ids,json=addWorkerIds,proto3" json:"add_worker_ids,omitempty"`
+	AddWorkers []*WorkerSpec `protobuf:"bytes,1,rep,name=add_workers,json=addWorkers,proto3" json:"add_workers,omitempty"`
+	// Workers leaving, drained or expiring: for ownership these are alike.
 	RemoveWorkerIds []string `protobuf:"bytes,2,rep,name=remove_worker_ids,json=removeWorkerIds,proto3" json:"remove_worker_ids,omitempty"`
 	// At most this many moves listed (0: the server's default); counts cover
 	// all of them.
@@ -1684,7 +1845,7 @@ type PreviewRebalanceRequest struct {
 
 func (x *PreviewRebalanceRequest) Reset() {
 	*x = PreviewRebalanceRequest{}
-	mi := &file_shardscrape_v1_admin_proto_msgTypes[27]
+	mi := &file_shardscrape_v1_admin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1696,7 +1857,7 @@ func (x *PreviewRebalanceRequest) String() string {
 func (*PreviewRebalanceRequest) ProtoMessage() {}
 
 func (x *PreviewRebalanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shardscrape_v1_admin_proto_msgTypes[27]
+	mi := &file_shardscrape_v1_admin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1709,12 +1870,12 @@ func (x *PreviewRebalanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PreviewRebalanceRequest.ProtoReflect.Descriptor instead.
 func (*PreviewRebalanceRequest) Descriptor() ([]byte, []int) {
-	return file_shardscrape_v1_admin_proto_rawDescGZIP(), []int{27}
+	return file_shardscrape_v1_admin_proto_rawDescGZIP(), []int{29}
 }
 
-func (x *PreviewRebalanceRequest) GetAddWorkerIds() []string {
+func (x *PreviewRebalanceRequest) GetAddWorkers() []*WorkerSpec {
 	if x != nil {
-		return x.AddWorkerIds
+		return x.AddWorkers
 	}
 	return nil
 }
@@ -1746,7 +1907,7 @@ type TargetMove struct {
 
 func (x *TargetMove) Reset() {
 	*x = TargetMove{}
-	mi := &file_shardscrape_v1_admin_proto_msgTypes[28]
+	mi := &file_shardscrape_v1_admin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1758,7 +1919,7 @@ func (x *TargetMove) String() string {
 func (*TargetMove) ProtoMessage() {}
 
 func (x *TargetMove) ProtoReflect() protoreflect.Message {
-	mi := &file_shardscrape_v1_admin_proto_msgTypes[28]
+	mi := &file_shardscrape_v1_admin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1771,7 +1932,7 @@ func (x *TargetMove) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TargetMove.ProtoReflect.Descriptor instead.
 func (*TargetMove) Descriptor() ([]byte, []int) {
-	return file_shardscrape_v1_admin_proto_rawDescGZIP(), []int{28}
+	return file_shardscrape_v1_admin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *TargetMove) GetTargetId() uint64 {
@@ -1809,18 +1970,19 @@ func (x *TargetMove) GetToWorkerId() string {
 	return ""
 }
 
+// MoveCount counts the targets moving from one worker to another.
 type MoveCount struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	FromWorkerId  string                 `protobuf:"bytes,1,opt,name=from_worker_id,json=fromWorkerId,proto3" json:"from_worker_id,omitempty"`
 	ToWorkerId    string                 `protobuf:"bytes,2,opt,name=to_worker_id,json=toWorkerId,proto3" json:"to_worker_id,omitempty"`
-	Targets       uint64                 `protobuf:"varint,3,opt,name=targets,proto3" json:"targets,omitempty"`
+	TargetCount   uint64                 `protobuf:"varint,3,opt,name=target_count,json=targetCount,proto3" json:"target_count,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *MoveCount) Reset() {
 	*x = MoveCount{}
-	mi := &file_shardscrape_v1_admin_proto_msgTypes[29]
+	mi := &file_shardscrape_v1_admin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1832,7 +1994,7 @@ func (x *MoveCount) String() string {
 func (*MoveCount) ProtoMessage() {}
 
 func (x *MoveCount) ProtoReflect() protoreflect.Message {
-	mi := &file_shardscrape_v1_admin_proto_msgTypes[29]
+	mi := &file_shardscrape_v1_admin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1845,7 +2007,7 @@ func (x *MoveCount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MoveCount.ProtoReflect.Descriptor instead.
 func (*MoveCount) Descriptor() ([]byte, []int) {
-	return file_shardscrape_v1_admin_proto_rawDescGZIP(), []int{29}
+	return file_shardscrape_v1_admin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *MoveCount) GetFromWorkerId() string {
@@ -1862,19 +2024,19 @@ func (x *MoveCount) GetToWorkerId() string {
 	return ""
 }
 
-func (x *MoveCount) GetTargets() uint64 {
+func (x *MoveCount) GetTargetCount() uint64 {
 	if x != nil {
-		return x.Targets
+		return x.TargetCount
 	}
 	return 0
 }
 
 type PreviewRebalanceResponse struct {
-	state   protoimpl.MessageState `protogen:"open.v1"`
-	Targets uint64                 `protobuf:"varint,1,opt,name=targets,proto3" json:"targets,omitempty"`
-	Moved   uint64                 `protobuf:"varint,2,opt,name=moved,proto3" json:"moved,omitempty"`
-	// moved over the ideal for the change (1/N of the targets per worker
-	// joining or leaving).
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	TargetCount uint64                 `protobuf:"varint,1,opt,name=target_count,json=targetCount,proto3" json:"target_count,omitempty"`
+	MovedCount  uint64                 `protobuf:"varint,2,opt,name=moved_count,json=movedCount,proto3" json:"moved_count,omitempty"`
+	// moved_count over the ideal for the change (1/N of the targets per
+	// worker joining or leaving).
 	MovedOverIdeal float64       `protobuf:"fixed64,3,opt,name=moved_over_ideal,json=movedOverIdeal,proto3" json:"moved_over_ideal,omitempty"`
 	Counts         []*MoveCount  `protobuf:"bytes,4,rep,name=counts,proto3" json:"counts,omitempty"`
 	Moves          []*TargetMove `protobuf:"bytes,5,rep,name=moves,proto3" json:"moves,omitempty"`
@@ -1884,7 +2046,7 @@ type PreviewRebalanceResponse struct {
 
 func (x *PreviewRebalanceResponse) Reset() {
 	*x = PreviewRebalanceResponse{}
-	mi := &file_shardscrape_v1_admin_proto_msgTypes[30]
+	mi := &file_shardscrape_v1_admin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1896,7 +2058,7 @@ func (x *PreviewRebalanceResponse) String() string {
 func (*PreviewRebalanceResponse) ProtoMessage() {}
 
 func (x *PreviewRebalanceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shardscrape_v1_admin_proto_msgTypes[30]
+	mi := &file_shardscrape_v1_admin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1909,19 +2071,19 @@ func (x *PreviewRebalanceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PreviewRebalanceResponse.ProtoReflect.Descriptor instead.
 func (*PreviewRebalanceResponse) Descriptor() ([]byte, []int) {
-	return file_shardscrape_v1_admin_proto_rawDescGZIP(), []int{30}
+	return file_shardscrape_v1_admin_proto_rawDescGZIP(), []int{32}
 }
 
-func (x *PreviewRebalanceResponse) GetTargets() uint64 {
+func (x *PreviewRebalanceResponse) GetTargetCount() uint64 {
 	if x != nil {
-		return x.Targets
+		return x.TargetCount
 	}
 	return 0
 }
 
-func (x *PreviewRebalanceResponse) GetMoved() uint64 {
+func (x *PreviewRebalanceResponse) GetMovedCount() uint64 {
 	if x != nil {
-		return x.Moved
+		return x.MovedCount
 	}
 	return 0
 }
@@ -1951,42 +2113,50 @@ var File_shardscrape_v1_admin_proto protoreflect.FileDescriptor
 
 const file_shardscrape_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x1ashardscrape/v1/admin.proto\x12\x0eshardscrape.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1ashardscrape/v1/types.proto\"\x93\x04\n" +
+	"\x1ashardscrape/v1/admin.proto\x12\x0eshardscrape.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1ashardscrape/v1/types.proto\"\xc9\x04\n" +
 	"\x06Worker\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x12\n" +
 	"\x04zone\x18\x03 \x01(\tR\x04zone\x12\x1a\n" +
 	"\bcapacity\x18\x04 \x01(\x01R\bcapacity\x121\n" +
 	"\x05state\x18\x05 \x01(\x0e2\x1b.shardscrape.v1.WorkerStateR\x05state\x12\x18\n" +
-	"\aversion\x18\x06 \x01(\tR\aversion\x12?\n" +
-	"\rlease_expires\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\fleaseExpires\x12A\n" +
-	"\x0elast_heartbeat\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\rlastHeartbeat\x12'\n" +
+	"\aversion\x18\x06 \x01(\tR\aversion\x12F\n" +
+	"\x11lease_expire_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x0fleaseExpireTime\x12J\n" +
+	"\x13last_heartbeat_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\x11lastHeartbeatTime\x12'\n" +
 	"\x0fgeneration_sent\x18\t \x01(\x04R\x0egenerationSent\x12-\n" +
 	"\x12generation_applied\x18\n" +
-	" \x01(\x04R\x11generationApplied\x12\x18\n" +
-	"\atargets\x18\v \x01(\x04R\atargets\x12)\n" +
-	"\x10incoming_targets\x18\f \x01(\x04R\x0fincomingTargets\x12)\n" +
-	"\x10outgoing_targets\x18\r \x01(\x04R\x0foutgoingTargets\x12\x16\n" +
-	"\x06series\x18\x0e \x01(\x04R\x06series\"\x14\n" +
+	" \x01(\x04R\x11generationApplied\x12!\n" +
+	"\ftarget_count\x18\v \x01(\x04R\vtargetCount\x122\n" +
+	"\x15incoming_target_count\x18\f \x01(\x04R\x13incomingTargetCount\x122\n" +
+	"\x15outgoing_target_count\x18\r \x01(\x04R\x13outgoingTargetCount\x12!\n" +
+	"\fseries_count\x18\x0e \x01(\x04R\vseriesCount\"\x14\n" +
 	"\x12ListWorkersRequest\"G\n" +
 	"\x13ListWorkersResponse\x120\n" +
-	"\aworkers\x18\x01 \x03(\v2\x16.shardscrape.v1.WorkerR\aworkers\"\xfd\x01\n" +
+	"\aworkers\x18\x01 \x03(\v2\x16.shardscrape.v1.WorkerR\aworkers\"\xc3\x02\n" +
 	"\x12ListTargetsRequest\x12\x10\n" +
 	"\x03job\x18\x01 \x01(\tR\x03job\x12\x1b\n" +
 	"\tworker_id\x18\x02 \x01(\tR\bworkerId\x121\n" +
 	"\x05state\x18\x03 \x01(\x0e2\x1b.shardscrape.v1.TargetStateR\x05state\x12\x1a\n" +
 	"\bselector\x18\x04 \x01(\tR\bselector\x12-\n" +
-	"\x12include_unassigned\x18\x05 \x01(\bR\x11includeUnassigned\x12\x1b\n" +
-	"\tpage_size\x18\x06 \x01(\rR\bpageSize\x12\x1d\n" +
+	"\x12include_unassigned\x18\x05 \x01(\bR\x11includeUnassigned\x12\x1f\n" +
+	"\vpinned_only\x18\x06 \x01(\bR\n" +
+	"pinnedOnly\x12#\n" +
+	"\rexcluded_only\x18\a \x01(\bR\fexcludedOnly\x12\x1b\n" +
+	"\tpage_size\x18\b \x01(\rR\bpageSize\x12\x1d\n" +
 	"\n" +
-	"page_token\x18\a \x01(\tR\tpageToken\"\x99\x01\n" +
+	"page_token\x18\t \x01(\tR\tpageToken\"q\n" +
+	"\x05Owner\x12\x1b\n" +
+	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x121\n" +
+	"\x05state\x18\x02 \x01(\x0e2\x1b.shardscrape.v1.TargetStateR\x05state\x12\x18\n" +
+	"\areplica\x18\x03 \x01(\rR\areplica\"\x8f\x02\n" +
 	"\x0eAssignedTarget\x12.\n" +
-	"\x06target\x18\x01 \x01(\v2\x16.shardscrape.v1.TargetR\x06target\x12\x10\n" +
-	"\x03job\x18\x02 \x01(\tR\x03job\x12\x1d\n" +
-	"\n" +
-	"worker_ids\x18\x03 \x03(\tR\tworkerIds\x12\x16\n" +
-	"\x06series\x18\x04 \x01(\x04R\x06series\x12\x0e\n" +
-	"\x02up\x18\x05 \x01(\bR\x02up\"\x8d\x01\n" +
+	"\x06target\x18\x01 \x01(\v2\x16.shardscrape.v1.TargetR\x06target\x12-\n" +
+	"\x06owners\x18\x02 \x03(\v2\x15.shardscrape.v1.OwnerR\x06owners\x12!\n" +
+	"\fseries_count\x18\x03 \x01(\x04R\vseriesCount\x12\x0e\n" +
+	"\x02up\x18\x04 \x01(\bR\x02up\x12(\n" +
+	"\x10pinned_worker_id\x18\x05 \x01(\tR\x0epinnedWorkerId\x12\x1a\n" +
+	"\bexcluded\x18\x06 \x01(\bR\bexcluded\x12%\n" +
+	"\x0eexclude_reason\x18\a \x01(\tR\rexcludeReason\"\x8d\x01\n" +
 	"\x13ListTargetsResponse\x128\n" +
 	"\atargets\x18\x01 \x03(\v2\x1e.shardscrape.v1.AssignedTargetR\atargets\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12\x14\n" +
@@ -1998,18 +2168,18 @@ const file_shardscrape_v1_admin_proto_rawDesc = "" +
 	"\x06reason\x18\x02 \x01(\x0e2\x1c.shardscrape.v1.LocateReasonR\x06reason\x12\x1d\n" +
 	"\n" +
 	"ring_owner\x18\x03 \x01(\tR\tringOwner\x12\x16\n" +
-	"\x06detail\x18\x04 \x01(\tR\x06detail\"\xea\x01\n" +
+	"\x06detail\x18\x04 \x01(\tR\x06detail\"\xf3\x01\n" +
 	"\n" +
 	"RingMember\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04zone\x18\x02 \x01(\tR\x04zone\x12\x16\n" +
 	"\x06weight\x18\x03 \x01(\x01R\x06weight\x12#\n" +
 	"\rvirtual_nodes\x18\x04 \x01(\rR\fvirtualNodes\x12%\n" +
-	"\x0eowned_fraction\x18\x05 \x01(\x01R\rownedFraction\x12\x18\n" +
-	"\atargets\x18\x06 \x01(\x04R\atargets\x12\x14\n" +
+	"\x0eowned_fraction\x18\x05 \x01(\x01R\rownedFraction\x12!\n" +
+	"\ftarget_count\x18\x06 \x01(\x04R\vtargetCount\x12\x14\n" +
 	"\x05bound\x18\a \x01(\x04R\x05bound\x12$\n" +
 	"\x0eload_over_mean\x18\b \x01(\x01R\floadOverMean\"\x13\n" +
-	"\x11RingStatusRequest\"\xdd\x02\n" +
+	"\x11RingStatusRequest\"\xe6\x02\n" +
 	"\x12RingStatusResponse\x124\n" +
 	"\amembers\x18\x01 \x03(\v2\x1a.shardscrape.v1.RingMemberR\amembers\x12\x1f\n" +
 	"\vload_factor\x18\x02 \x01(\x01R\n" +
@@ -2018,13 +2188,13 @@ const file_shardscrape_v1_admin_proto_rawDesc = "" +
 	"\x12replication_factor\x18\x04 \x01(\rR\x11replicationFactor\x12\x1c\n" +
 	"\timbalance\x18\x05 \x01(\x01R\timbalance\x12-\n" +
 	"\x12rebalancing_paused\x18\x06 \x01(\bR\x11rebalancingPaused\x12!\n" +
-	"\fpause_reason\x18\a \x01(\tR\vpauseReason\x12\x18\n" +
-	"\atargets\x18\b \x01(\x04R\atargets\"1\n" +
+	"\fpause_reason\x18\a \x01(\tR\vpauseReason\x12!\n" +
+	"\ftarget_count\x18\b \x01(\x04R\vtargetCount\"1\n" +
 	"\x12DrainWorkerRequest\x12\x1b\n" +
-	"\tworker_id\x18\x01 \x01(\tR\bworkerId\"l\n" +
+	"\tworker_id\x18\x01 \x01(\tR\bworkerId\"u\n" +
 	"\x13DrainWorkerResponse\x12.\n" +
-	"\x06worker\x18\x01 \x01(\v2\x16.shardscrape.v1.WorkerR\x06worker\x12%\n" +
-	"\x0emoving_targets\x18\x02 \x01(\x04R\rmovingTargets\"3\n" +
+	"\x06worker\x18\x01 \x01(\v2\x16.shardscrape.v1.WorkerR\x06worker\x12.\n" +
+	"\x13moving_target_count\x18\x02 \x01(\x04R\x11movingTargetCount\"3\n" +
 	"\x14UndrainWorkerRequest\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\"G\n" +
 	"\x15UndrainWorkerResponse\x12.\n" +
@@ -2048,11 +2218,17 @@ const file_shardscrape_v1_admin_proto_rawDesc = "" +
 	"\x17PauseRebalancingRequest\x12\x16\n" +
 	"\x06reason\x18\x01 \x01(\tR\x06reason\"\x1a\n" +
 	"\x18PauseRebalancingResponse\"\x1a\n" +
-	"\x18ResumeRebalancingRequest\"@\n" +
-	"\x19ResumeRebalancingResponse\x12#\n" +
-	"\rmoved_targets\x18\x01 \x01(\x04R\fmovedTargets\"\x81\x01\n" +
-	"\x17PreviewRebalanceRequest\x12$\n" +
-	"\x0eadd_worker_ids\x18\x01 \x03(\tR\faddWorkerIds\x12*\n" +
+	"\x18ResumeRebalancingRequest\"I\n" +
+	"\x19ResumeRebalancingResponse\x12,\n" +
+	"\x12moved_target_count\x18\x01 \x01(\x04R\x10movedTargetCount\"L\n" +
+	"\n" +
+	"WorkerSpec\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04zone\x18\x02 \x01(\tR\x04zone\x12\x1a\n" +
+	"\bcapacity\x18\x03 \x01(\x01R\bcapacity\"\x98\x01\n" +
+	"\x17PreviewRebalanceRequest\x12;\n" +
+	"\vadd_workers\x18\x01 \x03(\v2\x1a.shardscrape.v1.WorkerSpecR\n" +
+	"addWorkers\x12*\n" +
 	"\x11remove_worker_ids\x18\x02 \x03(\tR\x0fremoveWorkerIds\x12\x14\n" +
 	"\x05limit\x18\x03 \x01(\rR\x05limit\"\x9d\x01\n" +
 	"\n" +
@@ -2062,15 +2238,16 @@ const file_shardscrape_v1_admin_proto_rawDesc = "" +
 	"\aaddress\x18\x03 \x01(\tR\aaddress\x12$\n" +
 	"\x0efrom_worker_id\x18\x04 \x01(\tR\ffromWorkerId\x12 \n" +
 	"\fto_worker_id\x18\x05 \x01(\tR\n" +
-	"toWorkerId\"m\n" +
+	"toWorkerId\"v\n" +
 	"\tMoveCount\x12$\n" +
 	"\x0efrom_worker_id\x18\x01 \x01(\tR\ffromWorkerId\x12 \n" +
 	"\fto_worker_id\x18\x02 \x01(\tR\n" +
-	"toWorkerId\x12\x18\n" +
-	"\atargets\x18\x03 \x01(\x04R\atargets\"\xd9\x01\n" +
-	"\x18PreviewRebalanceResponse\x12\x18\n" +
-	"\atargets\x18\x01 \x01(\x04R\atargets\x12\x14\n" +
-	"\x05moved\x18\x02 \x01(\x04R\x05moved\x12(\n" +
+	"toWorkerId\x12!\n" +
+	"\ftarget_count\x18\x03 \x01(\x04R\vtargetCount\"\xed\x01\n" +
+	"\x18PreviewRebalanceResponse\x12!\n" +
+	"\ftarget_count\x18\x01 \x01(\x04R\vtargetCount\x12\x1f\n" +
+	"\vmoved_count\x18\x02 \x01(\x04R\n" +
+	"movedCount\x12(\n" +
 	"\x10moved_over_ideal\x18\x03 \x01(\x01R\x0emovedOverIdeal\x121\n" +
 	"\x06counts\x18\x04 \x03(\v2\x19.shardscrape.v1.MoveCountR\x06counts\x120\n" +
 	"\x05moves\x18\x05 \x03(\v2\x1a.shardscrape.v1.TargetMoveR\x05moves*\x93\x01\n" +
@@ -2118,7 +2295,7 @@ func file_shardscrape_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_shardscrape_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_shardscrape_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
+var file_shardscrape_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
 var file_shardscrape_v1_admin_proto_goTypes = []any{
 	(WorkerState)(0),                  // 0: shardscrape.v1.WorkerState
 	(LocateReason)(0),                 // 1: shardscrape.v1.LocateReason
@@ -2126,91 +2303,96 @@ var file_shardscrape_v1_admin_proto_goTypes = []any{
 	(*ListWorkersRequest)(nil),        // 3: shardscrape.v1.ListWorkersRequest
 	(*ListWorkersResponse)(nil),       // 4: shardscrape.v1.ListWorkersResponse
 	(*ListTargetsRequest)(nil),        // 5: shardscrape.v1.ListTargetsRequest
-	(*AssignedTarget)(nil),            // 6: shardscrape.v1.AssignedTarget
-	(*ListTargetsResponse)(nil),       // 7: shardscrape.v1.ListTargetsResponse
-	(*LocateTargetRequest)(nil),       // 8: shardscrape.v1.LocateTargetRequest
-	(*LocateTargetResponse)(nil),      // 9: shardscrape.v1.LocateTargetResponse
-	(*RingMember)(nil),                // 10: shardscrape.v1.RingMember
-	(*RingStatusRequest)(nil),         // 11: shardscrape.v1.RingStatusRequest
-	(*RingStatusResponse)(nil),        // 12: shardscrape.v1.RingStatusResponse
-	(*DrainWorkerRequest)(nil),        // 13: shardscrape.v1.DrainWorkerRequest
-	(*DrainWorkerResponse)(nil),       // 14: shardscrape.v1.DrainWorkerResponse
-	(*UndrainWorkerRequest)(nil),      // 15: shardscrape.v1.UndrainWorkerRequest
-	(*UndrainWorkerResponse)(nil),     // 16: shardscrape.v1.UndrainWorkerResponse
-	(*PinTargetRequest)(nil),          // 17: shardscrape.v1.PinTargetRequest
-	(*PinTargetResponse)(nil),         // 18: shardscrape.v1.PinTargetResponse
-	(*UnpinTargetRequest)(nil),        // 19: shardscrape.v1.UnpinTargetRequest
-	(*UnpinTargetResponse)(nil),       // 20: shardscrape.v1.UnpinTargetResponse
-	(*ExcludeTargetRequest)(nil),      // 21: shardscrape.v1.ExcludeTargetRequest
-	(*ExcludeTargetResponse)(nil),     // 22: shardscrape.v1.ExcludeTargetResponse
-	(*IncludeTargetRequest)(nil),      // 23: shardscrape.v1.IncludeTargetRequest
-	(*IncludeTargetResponse)(nil),     // 24: shardscrape.v1.IncludeTargetResponse
-	(*PauseRebalancingRequest)(nil),   // 25: shardscrape.v1.PauseRebalancingRequest
-	(*PauseRebalancingResponse)(nil),  // 26: shardscrape.v1.PauseRebalancingResponse
-	(*ResumeRebalancingRequest)(nil),  // 27: shardscrape.v1.ResumeRebalancingRequest
-	(*ResumeRebalancingResponse)(nil), // 28: shardscrape.v1.ResumeRebalancingResponse
-	(*PreviewRebalanceRequest)(nil),   // 29: shardscrape.v1.PreviewRebalanceRequest
-	(*TargetMove)(nil),                // 30: shardscrape.v1.TargetMove
-	(*MoveCount)(nil),                 // 31: shardscrape.v1.MoveCount
-	(*PreviewRebalanceResponse)(nil),  // 32: shardscrape.v1.PreviewRebalanceResponse
-	(*timestamppb.Timestamp)(nil),     // 33: google.protobuf.Timestamp
-	(TargetState)(0),                  // 34: shardscrape.v1.TargetState
-	(*Target)(nil),                    // 35: shardscrape.v1.Target
-	(*TargetRef)(nil),                 // 36: shardscrape.v1.TargetRef
+	(*Owner)(nil),                     // 6: shardscrape.v1.Owner
+	(*AssignedTarget)(nil),            // 7: shardscrape.v1.AssignedTarget
+	(*ListTargetsResponse)(nil),       // 8: shardscrape.v1.ListTargetsResponse
+	(*LocateTargetRequest)(nil),       // 9: shardscrape.v1.LocateTargetRequest
+	(*LocateTargetResponse)(nil),      // 10: shardscrape.v1.LocateTargetResponse
+	(*RingMember)(nil),                // 11: shardscrape.v1.RingMember
+	(*RingStatusRequest)(nil),         // 12: shardscrape.v1.RingStatusRequest
+	(*RingStatusResponse)(nil),        // 13: shardscrape.v1.RingStatusResponse
+	(*DrainWorkerRequest)(nil),        // 14: shardscrape.v1.DrainWorkerRequest
+	(*DrainWorkerResponse)(nil),       // 15: shardscrape.v1.DrainWorkerResponse
+	(*UndrainWorkerRequest)(nil),      // 16: shardscrape.v1.UndrainWorkerRequest
+	(*UndrainWorkerResponse)(nil),     // 17: shardscrape.v1.UndrainWorkerResponse
+	(*PinTargetRequest)(nil),          // 18: shardscrape.v1.PinTargetRequest
+	(*PinTargetResponse)(nil),         // 19: shardscrape.v1.PinTargetResponse
+	(*UnpinTargetRequest)(nil),        // 20: shardscrape.v1.UnpinTargetRequest
+	(*UnpinTargetResponse)(nil),       // 21: shardscrape.v1.UnpinTargetResponse
+	(*ExcludeTargetRequest)(nil),      // 22: shardscrape.v1.ExcludeTargetRequest
+	(*ExcludeTargetResponse)(nil),     // 23: shardscrape.v1.ExcludeTargetResponse
+	(*IncludeTargetRequest)(nil),      // 24: shardscrape.v1.IncludeTargetRequest
+	(*IncludeTargetResponse)(nil),     // 25: shardscrape.v1.IncludeTargetResponse
+	(*PauseRebalancingRequest)(nil),   // 26: shardscrape.v1.PauseRebalancingRequest
+	(*PauseRebalancingResponse)(nil),  // 27: shardscrape.v1.PauseRebalancingResponse
+	(*ResumeRebalancingRequest)(nil),  // 28: shardscrape.v1.ResumeRebalancingRequest
+	(*ResumeRebalancingResponse)(nil), // 29: shardscrape.v1.ResumeRebalancingResponse
+	(*WorkerSpec)(nil),                // 30: shardscrape.v1.WorkerSpec
+	(*PreviewRebalanceRequest)(nil),   // 31: shardscrape.v1.PreviewRebalanceRequest
+	(*TargetMove)(nil),                // 32: shardscrape.v1.TargetMove
+	(*MoveCount)(nil),                 // 33: shardscrape.v1.MoveCount
+	(*PreviewRebalanceResponse)(nil),  // 34: shardscrape.v1.PreviewRebalanceResponse
+	(*timestamppb.Timestamp)(nil),     // 35: google.protobuf.Timestamp
+	(TargetState)(0),                  // 36: shardscrape.v1.TargetState
+	(*Target)(nil),                    // 37: shardscrape.v1.Target
+	(*TargetRef)(nil),                 // 38: shardscrape.v1.TargetRef
 }
 var file_shardscrape_v1_admin_proto_depIdxs = []int32{
 	0,  // 0: shardscrape.v1.Worker.state:type_name -> shardscrape.v1.WorkerState
-	33, // 1: shardscrape.v1.Worker.lease_expires:type_name -> google.protobuf.Timestamp
-	33, // 2: shardscrape.v1.Worker.last_heartbeat:type_name -> google.protobuf.Timestamp
+	35, // 1: shardscrape.v1.Worker.lease_expire_time:type_name -> google.protobuf.Timestamp
+	35, // 2: shardscrape.v1.Worker.last_heartbeat_time:type_name -> google.protobuf.Timestamp
 	2,  // 3: shardscrape.v1.ListWorkersResponse.workers:type_name -> shardscrape.v1.Worker
-	34, // 4: shardscrape.v1.ListTargetsRequest.state:type_name -> shardscrape.v1.TargetState
-	35, // 5: shardscrape.v1.AssignedTarget.target:type_name -> shardscrape.v1.Target
-	6,  // 6: shardscrape.v1.ListTargetsResponse.targets:type_name -> shardscrape.v1.AssignedTarget
-	36, // 7: shardscrape.v1.LocateTargetRequest.target:type_name -> shardscrape.v1.TargetRef
-	6,  // 8: shardscrape.v1.LocateTargetResponse.target:type_name -> shardscrape.v1.AssignedTarget
-	1,  // 9: shardscrape.v1.LocateTargetResponse.reason:type_name -> shardscrape.v1.LocateReason
-	10, // 10: shardscrape.v1.RingStatusResponse.members:type_name -> shardscrape.v1.RingMember
-	2,  // 11: shardscrape.v1.DrainWorkerResponse.worker:type_name -> shardscrape.v1.Worker
-	2,  // 12: shardscrape.v1.UndrainWorkerResponse.worker:type_name -> shardscrape.v1.Worker
-	36, // 13: shardscrape.v1.PinTargetRequest.target:type_name -> shardscrape.v1.TargetRef
-	6,  // 14: shardscrape.v1.PinTargetResponse.target:type_name -> shardscrape.v1.AssignedTarget
-	36, // 15: shardscrape.v1.UnpinTargetRequest.target:type_name -> shardscrape.v1.TargetRef
-	6,  // 16: shardscrape.v1.UnpinTargetResponse.target:type_name -> shardscrape.v1.AssignedTarget
-	36, // 17: shardscrape.v1.ExcludeTargetRequest.target:type_name -> shardscrape.v1.TargetRef
-	36, // 18: shardscrape.v1.IncludeTargetRequest.target:type_name -> shardscrape.v1.TargetRef
-	31, // 19: shardscrape.v1.PreviewRebalanceResponse.counts:type_name -> shardscrape.v1.MoveCount
-	30, // 20: shardscrape.v1.PreviewRebalanceResponse.moves:type_name -> shardscrape.v1.TargetMove
-	3,  // 21: shardscrape.v1.AdminService.ListWorkers:input_type -> shardscrape.v1.ListWorkersRequest
-	5,  // 22: shardscrape.v1.AdminService.ListTargets:input_type -> shardscrape.v1.ListTargetsRequest
-	8,  // 23: shardscrape.v1.AdminService.LocateTarget:input_type -> shardscrape.v1.LocateTargetRequest
-	11, // 24: shardscrape.v1.AdminService.RingStatus:input_type -> shardscrape.v1.RingStatusRequest
-	13, // 25: shardscrape.v1.AdminService.DrainWorker:input_type -> shardscrape.v1.DrainWorkerRequest
-	15, // 26: shardscrape.v1.AdminService.UndrainWorker:input_type -> shardscrape.v1.UndrainWorkerRequest
-	17, // 27: shardscrape.v1.AdminService.PinTarget:input_type -> shardscrape.v1.PinTargetRequest
-	19, // 28: shardscrape.v1.AdminService.UnpinTarget:input_type -> shardscrape.v1.UnpinTargetRequest
-	21, // 29: shardscrape.v1.AdminService.ExcludeTarget:input_type -> shardscrape.v1.ExcludeTargetRequest
-	23, // 30: shardscrape.v1.AdminService.IncludeTarget:input_type -> shardscrape.v1.IncludeTargetRequest
-	25, // 31: shardscrape.v1.AdminService.PauseRebalancing:input_type -> shardscrape.v1.PauseRebalancingRequest
-	27, // 32: shardscrape.v1.AdminService.ResumeRebalancing:input_type -> shardscrape.v1.ResumeRebalancingRequest
-	29, // 33: shardscrape.v1.AdminService.PreviewRebalance:input_type -> shardscrape.v1.PreviewRebalanceRequest
-	4,  // 34: shardscrape.v1.AdminService.ListWorkers:output_type -> shardscrape.v1.ListWorkersResponse
-	7,  // 35: shardscrape.v1.AdminService.ListTargets:output_type -> shardscrape.v1.ListTargetsResponse
-	9,  // 36: shardscrape.v1.AdminService.LocateTarget:output_type -> shardscrape.v1.LocateTargetResponse
-	12, // 37: shardscrape.v1.AdminService.RingStatus:output_type -> shardscrape.v1.RingStatusResponse
-	14, // 38: shardscrape.v1.AdminService.DrainWorker:output_type -> shardscrape.v1.DrainWorkerResponse
-	16, // 39: shardscrape.v1.AdminService.UndrainWorker:output_type -> shardscrape.v1.UndrainWorkerResponse
-	18, // 40: shardscrape.v1.AdminService.PinTarget:output_type -> shardscrape.v1.PinTargetResponse
-	20, // 41: shardscrape.v1.AdminService.UnpinTarget:output_type -> shardscrape.v1.UnpinTargetResponse
-	22, // 42: shardscrape.v1.AdminService.ExcludeTarget:output_type -> shardscrape.v1.ExcludeTargetResponse
-	24, // 43: shardscrape.v1.AdminService.IncludeTarget:output_type -> shardscrape.v1.IncludeTargetResponse
-	26, // 44: shardscrape.v1.AdminService.PauseRebalancing:output_type -> shardscrape.v1.PauseRebalancingResponse
-	28, // 45: shardscrape.v1.AdminService.ResumeRebalancing:output_type -> shardscrape.v1.ResumeRebalancingResponse
-	32, // 46: shardscrape.v1.AdminService.PreviewRebalance:output_type -> shardscrape.v1.PreviewRebalanceResponse
-	34, // [34:47] is the sub-list for method output_type
-	21, // [21:34] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	36, // 4: shardscrape.v1.ListTargetsRequest.state:type_name -> shardscrape.v1.TargetState
+	36, // 5: shardscrape.v1.Owner.state:type_name -> shardscrape.v1.TargetState
+	37, // 6: shardscrape.v1.AssignedTarget.target:type_name -> shardscrape.v1.Target
+	6,  // 7: shardscrape.v1.AssignedTarget.owners:type_name -> shardscrape.v1.Owner
+	7,  // 8: shardscrape.v1.ListTargetsResponse.targets:type_name -> shardscrape.v1.AssignedTarget
+	38, // 9: shardscrape.v1.LocateTargetRequest.target:type_name -> shardscrape.v1.TargetRef
+	7,  // 10: shardscrape.v1.LocateTargetResponse.target:type_name -> shardscrape.v1.AssignedTarget
+	1,  // 11: shardscrape.v1.LocateTargetResponse.reason:type_name -> shardscrape.v1.LocateReason
+	11, // 12: shardscrape.v1.RingStatusResponse.members:type_name -> shardscrape.v1.RingMember
+	2,  // 13: shardscrape.v1.DrainWorkerResponse.worker:type_name -> shardscrape.v1.Worker
+	2,  // 14: shardscrape.v1.UndrainWorkerResponse.worker:type_name -> shardscrape.v1.Worker
+	38, // 15: shardscrape.v1.PinTargetRequest.target:type_name -> shardscrape.v1.TargetRef
+	7,  // 16: shardscrape.v1.PinTargetResponse.target:type_name -> shardscrape.v1.AssignedTarget
+	38, // 17: shardscrape.v1.UnpinTargetRequest.target:type_name -> shardscrape.v1.TargetRef
+	7,  // 18: shardscrape.v1.UnpinTargetResponse.target:type_name -> shardscrape.v1.AssignedTarget
+	38, // 19: shardscrape.v1.ExcludeTargetRequest.target:type_name -> shardscrape.v1.TargetRef
+	38, // 20: shardscrape.v1.IncludeTargetRequest.target:type_name -> shardscrape.v1.TargetRef
+	30, // 21: shardscrape.v1.PreviewRebalanceRequest.add_workers:type_name -> shardscrape.v1.WorkerSpec
+	33, // 22: shardscrape.v1.PreviewRebalanceResponse.counts:type_name -> shardscrape.v1.MoveCount
+	32, // 23: shardscrape.v1.PreviewRebalanceResponse.moves:type_name -> shardscrape.v1.TargetMove
+	3,  // 24: shardscrape.v1.AdminService.ListWorkers:input_type -> shardscrape.v1.ListWorkersRequest
+	5,  // 25: shardscrape.v1.AdminService.ListTargets:input_type -> shardscrape.v1.ListTargetsRequest
+	9,  // 26: shardscrape.v1.AdminService.LocateTarget:input_type -> shardscrape.v1.LocateTargetRequest
+	12, // 27: shardscrape.v1.AdminService.RingStatus:input_type -> shardscrape.v1.RingStatusRequest
+	14, // 28: shardscrape.v1.AdminService.DrainWorker:input_type -> shardscrape.v1.DrainWorkerRequest
+	16, // 29: shardscrape.v1.AdminService.UndrainWorker:input_type -> shardscrape.v1.UndrainWorkerRequest
+	18, // 30: shardscrape.v1.AdminService.PinTarget:input_type -> shardscrape.v1.PinTargetRequest
+	20, // 31: shardscrape.v1.AdminService.UnpinTarget:input_type -> shardscrape.v1.UnpinTargetRequest
+	22, // 32: shardscrape.v1.AdminService.ExcludeTarget:input_type -> shardscrape.v1.ExcludeTargetRequest
+	24, // 33: shardscrape.v1.AdminService.IncludeTarget:input_type -> shardscrape.v1.IncludeTargetRequest
+	26, // 34: shardscrape.v1.AdminService.PauseRebalancing:input_type -> shardscrape.v1.PauseRebalancingRequest
+	28, // 35: shardscrape.v1.AdminService.ResumeRebalancing:input_type -> shardscrape.v1.ResumeRebalancingRequest
+	31, // 36: shardscrape.v1.AdminService.PreviewRebalance:input_type -> shardscrape.v1.PreviewRebalanceRequest
+	4,  // 37: shardscrape.v1.AdminService.ListWorkers:output_type -> shardscrape.v1.ListWorkersResponse
+	8,  // 38: shardscrape.v1.AdminService.ListTargets:output_type -> shardscrape.v1.ListTargetsResponse
+	10, // 39: shardscrape.v1.AdminService.LocateTarget:output_type -> shardscrape.v1.LocateTargetResponse
+	13, // 40: shardscrape.v1.AdminService.RingStatus:output_type -> shardscrape.v1.RingStatusResponse
+	15, // 41: shardscrape.v1.AdminService.DrainWorker:output_type -> shardscrape.v1.DrainWorkerResponse
+	17, // 42: shardscrape.v1.AdminService.UndrainWorker:output_type -> shardscrape.v1.UndrainWorkerResponse
+	19, // 43: shardscrape.v1.AdminService.PinTarget:output_type -> shardscrape.v1.PinTargetResponse
+	21, // 44: shardscrape.v1.AdminService.UnpinTarget:output_type -> shardscrape.v1.UnpinTargetResponse
+	23, // 45: shardscrape.v1.AdminService.ExcludeTarget:output_type -> shardscrape.v1.ExcludeTargetResponse
+	25, // 46: shardscrape.v1.AdminService.IncludeTarget:output_type -> shardscrape.v1.IncludeTargetResponse
+	27, // 47: shardscrape.v1.AdminService.PauseRebalancing:output_type -> shardscrape.v1.PauseRebalancingResponse
+	29, // 48: shardscrape.v1.AdminService.ResumeRebalancing:output_type -> shardscrape.v1.ResumeRebalancingResponse
+	34, // 49: shardscrape.v1.AdminService.PreviewRebalance:output_type -> shardscrape.v1.PreviewRebalanceResponse
+	37, // [37:50] is the sub-list for method output_type
+	24, // [24:37] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_shardscrape_v1_admin_proto_init() }
@@ -2225,7 +2407,7 @@ func file_shardscrape_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shardscrape_v1_admin_proto_rawDesc), len(file_shardscrape_v1_admin_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   31,
+			NumMessages:   33,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -39,7 +39,8 @@ const (
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
 // AdminService is served by the coordinator for operators (shardctl), on
-// the same transport and authentication as WorkerService. Mutations that
+// the same transport as WorkerService and with its own token when one is
+// configured (see WorkerService). Mutations that
 // name an unknown worker or target fail with NOT_FOUND. Mutations are
 // persisted with the coordinator's state, survive restarts and fail-over, and
 // return once persisted.
@@ -212,7 +213,8 @@ func (c *adminServiceClient) PreviewRebalance(ctx context.Context, in *PreviewRe
 // for forward compatibility.
 //
 // AdminService is served by the coordinator for operators (shardctl), on
-// the same transport and authentication as WorkerService. Mutations that
+// the same transport as WorkerService and with its own token when one is
+// configured (see WorkerService). Mutations that
 // name an unknown worker or target fail with NOT_FOUND. Mutations are
 // persisted with the coordinator's state, survive restarts and fail-over, and
 // return once persisted.

@@ -21,7 +21,10 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
-// TargetState says what a worker does with a target it is sent.
+// TargetState says what a worker does with a target it is sent. A moving
+// target goes INCOMING on its new owner, then, after the new owner's first
+// completed scrape or the handoff timeout, OUTGOING on its old owner and
+// ACTIVE on its new one.
 type TargetState int32
 
 const (
@@ -29,12 +32,16 @@ const (
 	// The worker owns the target and scrapes it.
 	TargetState_TARGET_STATE_ACTIVE TargetState = 1
 	// The target is moving to this worker: scrape it now, and acknowledge its
-	// first completed scrape in the next heartbeat. The old owner keeps it
-	// until then (make before break).
+	// first completed scrape (HandoffAck) in a heartbeat, which the worker may
+	// send early for that. The old owner keeps scraping until then (make
+	// before break).
 	TargetState_TARGET_STATE_INCOMING TargetState = 2
-	// The target has moved away and its new owner has scraped it: stop it
-	// without end-of-run staleness markers, so the series continue unbroken
-	// from the new owner.
+	// The target has moved away and its new owner has scraped it (or the
+	// handoff timed out): stop it without end-of-run staleness markers, so its
+	// series continue unbroken from the new owner. A worker that is not
+	// scraping the target ignores this. The coordinator removes the target
+	// (removed_target_ids) once the worker's heartbeats report a generation at
+	// or past the one that made it outgoing.
 	TargetState_TARGET_STATE_OUTGOING TargetState = 3
 )
 
@@ -135,24 +142,32 @@ func (x *Label) GetValue() string {
 }
 
 // Target is one scrape target as discovered, before relabeling: the worker
-// applies the job's relabel_configs itself, so series come out exactly as
-// Prometheus would write them.
+// applies the job's relabel_configs itself, with Prometheus's own code, so
+// series come out exactly as Prometheus would write them.
 type Target struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Stable identifier of the target within the fleet: a 64-bit hash of its
-	// job and its labels after relabeling (Prometheus's own target identity).
-	// Heartbeats, handoffs and removals name targets by it. It is not the
-	// ring key: the ownership key may be configured to __address__ alone, so
-	// that every job's target on one address shares an owner, and then those
-	// targets share a ring key but not an id.
+	// Identity of the target within the fleet, equal for two targets only
+	// when Prometheus would treat them as one: the xxhash64 of the job name,
+	// then each label after relabeling (sorted by name) as name and value,
+	// then the scrape URL (scrape.Target.URL), each followed by a 0xff byte.
+	// The coordinator computes it when it relabels; the worker computes it
+	// from its scrape.Target to match heartbeats, handoffs and removals.
+	// It is not the ring key: the ownership key may be configured to
+	// __address__ alone, so that every job's target on one address shares an
+	// owner, and then those targets share a ring key but not an id.
 	Id uint64 `protobuf:"fixed64,1,opt,name=id,proto3" json:"id,omitempty"`
-	// The job's scrape_config, by ScrapeConfig.hash.
-	ConfigHash string `protobuf:"bytes,2,opt,name=config_hash,json=configHash,proto3" json:"config_hash,omitempty"`
-	// The discovered label set: target group labels merged with the target's
-	// own (__address__, __meta_*, ...) plus the coordinator's enrichment
-	// (__meta_pod_*), sorted by name.
-	Labels        []*Label    `protobuf:"bytes,3,rep,name=labels,proto3" json:"labels,omitempty"`
-	State         TargetState `protobuf:"varint,4,opt,name=state,proto3,enum=shardscrape.v1.TargetState" json:"state,omitempty"`
+	// job_name of the target's ScrapeConfig.
+	Job string `protobuf:"bytes,2,opt,name=job,proto3" json:"job,omitempty"`
+	// The discovered label set, sorted by name: target group labels merged
+	// with the target's own (__address__, __meta_*, ...), plus the
+	// coordinator's enrichment (__meta_pod_*, and, when enabled, the plain
+	// labels pod, namespace, node, pod_ip). The worker adds no label of its
+	// own besides the external labels.
+	Labels []*Label    `protobuf:"bytes,3,rep,name=labels,proto3" json:"labels,omitempty"`
+	State  TargetState `protobuf:"varint,4,opt,name=state,proto3,enum=shardscrape.v1.TargetState" json:"state,omitempty"`
+	// Which of the target's owners this worker is, from 0, when the
+	// replication factor is above 1; 0 otherwise.
+	Replica       uint32 `protobuf:"varint,5,opt,name=replica,proto3" json:"replica,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -194,9 +209,9 @@ func (x *Target) GetId() uint64 {
 	return 0
 }
 
-func (x *Target) GetConfigHash() string {
+func (x *Target) GetJob() string {
 	if x != nil {
-		return x.ConfigHash
+		return x.Job
 	}
 	return ""
 }
@@ -215,13 +230,21 @@ func (x *Target) GetState() TargetState {
 	return TargetState_TARGET_STATE_UNSPECIFIED
 }
 
-// TargetRef names a target for admin calls: by id, or by job and address.
+func (x *Target) GetReplica() uint32 {
+	if x != nil {
+		return x.Replica
+	}
+	return 0
+}
+
+// TargetRef names a target for admin calls.
 type TargetRef struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	Id    uint64                 `protobuf:"fixed64,1,opt,name=id,proto3" json:"id,omitempty"`
-	Job   string                 `protobuf:"bytes,2,opt,name=job,proto3" json:"job,omitempty"`
-	// The discovered __address__.
-	Address       string `protobuf:"bytes,3,opt,name=address,proto3" json:"address,omitempty"`
+	// Types that are valid to be assigned to Ref:
+	//
+	//	*TargetRef_Id
+	//	*TargetRef_JobAddress
+	Ref           isTargetRef_Ref `protobuf_oneof:"ref"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -256,21 +279,100 @@ func (*TargetRef) Descriptor() ([]byte, []int) {
 	return file_shardscrape_v1_types_proto_rawDescGZIP(), []int{2}
 }
 
+func (x *TargetRef) GetRef() isTargetRef_Ref {
+	if x != nil {
+		return x.Ref
+	}
+	return nil
+}
+
 func (x *TargetRef) GetId() uint64 {
 	if x != nil {
-		return x.Id
+		if x, ok := x.Ref.(*TargetRef_Id); ok {
+			return x.Id
+		}
 	}
 	return 0
 }
 
-func (x *TargetRef) GetJob() string {
+func (x *TargetRef) GetJobAddress() *JobAddress {
+	if x != nil {
+		if x, ok := x.Ref.(*TargetRef_JobAddress); ok {
+			return x.JobAddress
+		}
+	}
+	return nil
+}
+
+type isTargetRef_Ref interface {
+	isTargetRef_Ref()
+}
+
+type TargetRef_Id struct {
+	// Target.id.
+	Id uint64 `protobuf:"fixed64,1,opt,name=id,proto3,oneof"`
+}
+
+type TargetRef_JobAddress struct {
+	// A job and a discovered __address__. A pair that matches several
+	// targets (e.g. differing only by metrics path) fails with
+	// FAILED_PRECONDITION naming them.
+	JobAddress *JobAddress `protobuf:"bytes,2,opt,name=job_address,json=jobAddress,proto3,oneof"`
+}
+
+func (*TargetRef_Id) isTargetRef_Ref() {}
+
+func (*TargetRef_JobAddress) isTargetRef_Ref() {}
+
+// JobAddress names targets by job and discovered __address__. Pins and
+// excludes are stored this way (an id is resolved to it), so that they
+// survive relabeling changes that change ids.
+type JobAddress struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Job           string                 `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	Address       string                 `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JobAddress) Reset() {
+	*x = JobAddress{}
+	mi := &file_shardscrape_v1_types_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JobAddress) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JobAddress) ProtoMessage() {}
+
+func (x *JobAddress) ProtoReflect() protoreflect.Message {
+	mi := &file_shardscrape_v1_types_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JobAddress.ProtoReflect.Descriptor instead.
+func (*JobAddress) Descriptor() ([]byte, []int) {
+	return file_shardscrape_v1_types_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *JobAddress) GetJob() string {
 	if x != nil {
 		return x.Job
 	}
 	return ""
 }
 
-func (x *TargetRef) GetAddress() string {
+func (x *JobAddress) GetAddress() string {
 	if x != nil {
 		return x.Address
 	}
@@ -284,17 +386,22 @@ const file_shardscrape_v1_types_proto_rawDesc = "" +
 	"\x1ashardscrape/v1/types.proto\x12\x0eshardscrape.v1\"1\n" +
 	"\x05Label\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value\"\x9b\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value\"\xa6\x01\n" +
 	"\x06Target\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\x06R\x02id\x12\x1f\n" +
-	"\vconfig_hash\x18\x02 \x01(\tR\n" +
-	"configHash\x12-\n" +
-	"\x06labels\x18\x03 \x03(\v2\x15.shardscrape.v1.LabelR\x06labels\x121\n" +
-	"\x05state\x18\x04 \x01(\x0e2\x1b.shardscrape.v1.TargetStateR\x05state\"G\n" +
-	"\tTargetRef\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x06R\x02id\x12\x10\n" +
-	"\x03job\x18\x02 \x01(\tR\x03job\x12\x18\n" +
-	"\aaddress\x18\x03 \x01(\tR\aaddress*z\n" +
+	"\x03job\x18\x02 \x01(\tR\x03job\x12-\n" +
+	"\x06labels\x18\x03 \x03(\v2\x15.shardscrape.v1.LabelR\x06labels\x121\n" +
+	"\x05state\x18\x04 \x01(\x0e2\x1b.shardscrape.v1.TargetStateR\x05state\x12\x18\n" +
+	"\areplica\x18\x05 \x01(\rR\areplica\"c\n" +
+	"\tTargetRef\x12\x10\n" +
+	"\x02id\x18\x01 \x01(\x06H\x00R\x02id\x12=\n" +
+	"\vjob_address\x18\x02 \x01(\v2\x1a.shardscrape.v1.JobAddressH\x00R\n" +
+	"jobAddressB\x05\n" +
+	"\x03ref\"8\n" +
+	"\n" +
+	"JobAddress\x12\x10\n" +
+	"\x03job\x18\x01 \x01(\tR\x03job\x12\x18\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress*z\n" +
 	"\vTargetState\x12\x1c\n" +
 	"\x18TARGET_STATE_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13TARGET_STATE_ACTIVE\x10\x01\x12\x19\n" +
@@ -314,21 +421,23 @@ func file_shardscrape_v1_types_proto_rawDescGZIP() []byte {
 }
 
 var file_shardscrape_v1_types_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_shardscrape_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
+var file_shardscrape_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
 var file_shardscrape_v1_types_proto_goTypes = []any{
-	(TargetState)(0),  // 0: shardscrape.v1.TargetState
-	(*Label)(nil),     // 1: shardscrape.v1.Label
-	(*Target)(nil),    // 2: shardscrape.v1.Target
-	(*TargetRef)(nil), // 3: shardscrape.v1.TargetRef
+	(TargetState)(0),   // 0: shardscrape.v1.TargetState
+	(*Label)(nil),      // 1: shardscrape.v1.Label
+	(*Target)(nil),     // 2: shardscrape.v1.Target
+	(*TargetRef)(nil),  // 3: shardscrape.v1.TargetRef
+	(*JobAddress)(nil), // 4: shardscrape.v1.JobAddress
 }
 var file_shardscrape_v1_types_proto_depIdxs = []int32{
 	1, // 0: shardscrape.v1.Target.labels:type_name -> shardscrape.v1.Label
 	0, // 1: shardscrape.v1.Target.state:type_name -> shardscrape.v1.TargetState
-	2, // [2:2] is the sub-list for method output_type
-	2, // [2:2] is the sub-list for method input_type
-	2, // [2:2] is the sub-list for extension type_name
-	2, // [2:2] is the sub-list for extension extendee
-	0, // [0:2] is the sub-list for field type_name
+	4, // 2: shardscrape.v1.TargetRef.job_address:type_name -> shardscrape.v1.JobAddress
+	3, // [3:3] is the sub-list for method output_type
+	3, // [3:3] is the sub-list for method input_type
+	3, // [3:3] is the sub-list for extension type_name
+	3, // [3:3] is the sub-list for extension extendee
+	0, // [0:3] is the sub-list for field type_name
 }
 
 func init() { file_shardscrape_v1_types_proto_init() }
@@ -336,13 +445,17 @@ func file_shardscrape_v1_types_proto_init() {
 	if File_shardscrape_v1_types_proto != nil {
 		return
 	}
+	file_shardscrape_v1_types_proto_msgTypes[2].OneofWrappers = []any{
+		(*TargetRef_Id)(nil),
+		(*TargetRef_JobAddress)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shardscrape_v1_types_proto_rawDesc), len(file_shardscrape_v1_types_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   3,
+			NumMessages:   4,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

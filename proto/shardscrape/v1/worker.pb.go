@@ -29,14 +29,16 @@ type JoinRequest struct {
 	WorkerId string `protobuf:"bytes,1,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
 	// host:port of the worker's HTTP endpoint (/metrics, /api/v1/targets).
 	Address string `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
-	// Failure domain, for replica spread. Optional.
+	// Failure domain, for replica spread. Optional: a worker without a zone
+	// shares a failure domain with no other.
 	Zone string `protobuf:"bytes,3,opt,name=zone,proto3" json:"zone,omitempty"`
-	// Relative capacity: the worker's weight on the ring. 0 means 1.
+	// Relative capacity: the worker's weight on the ring, in (0, 1000].
+	// 0 means 1.
 	Capacity float64 `protobuf:"fixed64,4,opt,name=capacity,proto3" json:"capacity,omitempty"`
 	// Build version of the worker, for the admin API.
 	Version string `protobuf:"bytes,5,opt,name=version,proto3" json:"version,omitempty"`
 	// Generation of the assignment the worker holds from its local state
-	// (0 if none), so the coordinator can tell a restart from a new worker.
+	// (0: none), so the coordinator can tell a restart from a new worker.
 	Generation    uint64 `protobuf:"varint,6,opt,name=generation,proto3" json:"generation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -120,7 +122,7 @@ type JoinResponse struct {
 	LeaseEpoch uint64 `protobuf:"varint,1,opt,name=lease_epoch,json=leaseEpoch,proto3" json:"lease_epoch,omitempty"`
 	// The lease lapses unless renewed within this.
 	LeaseTtl *durationpb.Duration `protobuf:"bytes,2,opt,name=lease_ttl,json=leaseTtl,proto3" json:"lease_ttl,omitempty"`
-	// How often the coordinator asks the worker to heartbeat.
+	// How often the worker heartbeats.
 	HeartbeatInterval *durationpb.Duration `protobuf:"bytes,3,opt,name=heartbeat_interval,json=heartbeatInterval,proto3" json:"heartbeat_interval,omitempty"`
 	unknownFields     protoimpl.UnknownFields
 	sizeCache         protoimpl.SizeCache
@@ -181,7 +183,9 @@ type HeartbeatRequest struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
 	WorkerId   string                 `protobuf:"bytes,1,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
 	LeaseEpoch uint64                 `protobuf:"varint,2,opt,name=lease_epoch,json=leaseEpoch,proto3" json:"lease_epoch,omitempty"`
-	// Generation of the last assignment update the worker has applied.
+	// The newest generation the worker has applied: its scrape manager runs
+	// every target that generation gives it (incoming ones included) and has
+	// stopped every outgoing one.
 	Generation uint64 `protobuf:"varint,3,opt,name=generation,proto3" json:"generation,omitempty"`
 	// Load per target, for targets whose figures changed since the last
 	// heartbeat (all of them in the first heartbeat after Join).
@@ -327,11 +331,14 @@ func (x *TargetLoad) GetUp() bool {
 	return false
 }
 
+// HandoffAck reports the first completed scrape of an incoming target. A
+// failed scrape completes the handoff too (the old owner would fail alike);
+// up says how it went.
 type HandoffAck struct {
-	state    protoimpl.MessageState `protogen:"open.v1"`
-	TargetId uint64                 `protobuf:"fixed64,1,opt,name=target_id,json=targetId,proto3" json:"target_id,omitempty"`
-	// When the first scrape of the incoming target completed.
-	ScrapedAt     *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=scraped_at,json=scrapedAt,proto3" json:"scraped_at,omitempty"`
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TargetId      uint64                 `protobuf:"fixed64,1,opt,name=target_id,json=targetId,proto3" json:"target_id,omitempty"`
+	ScrapeTime    *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=scrape_time,json=scrapeTime,proto3" json:"scrape_time,omitempty"`
+	Up            bool                   `protobuf:"varint,3,opt,name=up,proto3" json:"up,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -373,17 +380,24 @@ func (x *HandoffAck) GetTargetId() uint64 {
 	return 0
 }
 
-func (x *HandoffAck) GetScrapedAt() *timestamppb.Timestamp {
+func (x *HandoffAck) GetScrapeTime() *timestamppb.Timestamp {
 	if x != nil {
-		return x.ScrapedAt
+		return x.ScrapeTime
 	}
 	return nil
+}
+
+func (x *HandoffAck) GetUp() bool {
+	if x != nil {
+		return x.Up
+	}
+	return false
 }
 
 type HeartbeatResponse struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	LeaseTtl *durationpb.Duration   `protobuf:"bytes,1,opt,name=lease_ttl,json=leaseTtl,proto3" json:"lease_ttl,omitempty"`
-	// The newest generation the coordinator has for this worker; a worker
+	// The newest generation the coordinator has sent this worker; a worker
 	// behind it and without a watch open should reconnect.
 	Generation    uint64 `protobuf:"varint,2,opt,name=generation,proto3" json:"generation,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -492,9 +506,9 @@ type LeaveResponse struct {
 	// first (the remaining targets move when the lease is released).
 	Drained bool `protobuf:"varint,1,opt,name=drained,proto3" json:"drained,omitempty"`
 	// Targets still owned when the call returned.
-	RemainingTargets uint64 `protobuf:"varint,2,opt,name=remaining_targets,json=remainingTargets,proto3" json:"remaining_targets,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	RemainingTargetCount uint64 `protobuf:"varint,2,opt,name=remaining_target_count,json=remainingTargetCount,proto3" json:"remaining_target_count,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *LeaveResponse) Reset() {
@@ -534,9 +548,9 @@ func (x *LeaveResponse) GetDrained() bool {
 	return false
 }
 
-func (x *LeaveResponse) GetRemainingTargets() uint64 {
+func (x *LeaveResponse) GetRemainingTargetCount() uint64 {
 	if x != nil {
-		return x.RemainingTargets
+		return x.RemainingTargetCount
 	}
 	return 0
 }
@@ -545,11 +559,14 @@ type WatchAssignmentsRequest struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
 	WorkerId   string                 `protobuf:"bytes,1,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
 	LeaseEpoch uint64                 `protobuf:"varint,2,opt,name=lease_epoch,json=leaseEpoch,proto3" json:"lease_epoch,omitempty"`
-	// Scrape config hashes the worker already holds, so they are not sent
-	// again after a reconnect.
+	// Scrape config hashes the worker holds, so their bodies are not sent
+	// again.
 	KnownConfigHashes []string `protobuf:"bytes,3,rep,name=known_config_hashes,json=knownConfigHashes,proto3" json:"known_config_hashes,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// Generation of the assignment the worker holds (0: none). The
+	// coordinator may start with a delta on top of it instead of a snapshot.
+	ResumeGeneration uint64 `protobuf:"varint,4,opt,name=resume_generation,json=resumeGeneration,proto3" json:"resume_generation,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *WatchAssignmentsRequest) Reset() {
@@ -603,44 +620,65 @@ func (x *WatchAssignmentsRequest) GetKnownConfigHashes() []string {
 	return nil
 }
 
-// AssignmentUpdate is one message of the assignment stream.
-type AssignmentUpdate struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	// Increases by one for every update sent to this worker; a gap tells the
-	// worker it missed an update and must reconnect for a snapshot.
-	Generation uint64 `protobuf:"varint,1,opt,name=generation,proto3" json:"generation,omitempty"`
-	// True: the targets below replace the worker's whole assignment. False: a
-	// delta on top of generation - 1.
-	Snapshot bool `protobuf:"varint,2,opt,name=snapshot,proto3" json:"snapshot,omitempty"`
-	// Set when it changed (always in a snapshot).
-	Global *GlobalConfig `protobuf:"bytes,3,opt,name=global,proto3" json:"global,omitempty"`
-	// Scrape configs the worker has not been sent on this stream before.
-	Configs []*ScrapeConfig `protobuf:"bytes,4,rep,name=configs,proto3" json:"configs,omitempty"`
-	// Targets added or whose state changed.
-	Upserts []*Target `protobuf:"bytes,5,rep,name=upserts,proto3" json:"upserts,omitempty"`
-	// Targets no longer assigned to the worker for a reason other than a move
-	// (gone from discovery, dropped, excluded): stopped as Prometheus would,
-	// with staleness markers. Moved targets arrive as OUTGOING instead, and are
-	// removed here after, when they have already stopped.
-	Removals      []uint64 `protobuf:"fixed64,6,rep,packed,name=removals,proto3" json:"removals,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+func (x *WatchAssignmentsRequest) GetResumeGeneration() uint64 {
+	if x != nil {
+		return x.ResumeGeneration
+	}
+	return 0
 }
 
-func (x *AssignmentUpdate) Reset() {
-	*x = AssignmentUpdate{}
+// WatchAssignmentsResponse is one message of the assignment stream. An
+// update too large for one message (a snapshot of tens of thousands of
+// targets) is split into parts that share a generation; the fields of all
+// parts add up to the update, which the worker applies when the last part
+// (partial false) arrives.
+type WatchAssignmentsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Generation this update brings the worker to.
+	Generation uint64 `protobuf:"varint,1,opt,name=generation,proto3" json:"generation,omitempty"`
+	// True: the update replaces the worker's whole assignment and every
+	// config. False: a delta on top of base_generation.
+	Snapshot bool `protobuf:"varint,2,opt,name=snapshot,proto3" json:"snapshot,omitempty"`
+	// For a delta, the generation it applies to. A worker holding any other
+	// generation reconnects (with resume_generation) to get a snapshot.
+	BaseGeneration uint64 `protobuf:"varint,3,opt,name=base_generation,json=baseGeneration,proto3" json:"base_generation,omitempty"`
+	// More parts of this update follow.
+	Partial bool `protobuf:"varint,4,opt,name=partial,proto3" json:"partial,omitempty"`
+	// Set in a snapshot and whenever it changes.
+	Global *GlobalConfig `protobuf:"bytes,5,opt,name=global,proto3" json:"global,omitempty"`
+	// A snapshot lists every scrape config in force; a delta, those added or
+	// changed. There is one config per job: a newer one for a job replaces
+	// the old, and the job's targets follow it without being sent again.
+	Configs []*ScrapeConfig `protobuf:"bytes,6,rep,name=configs,proto3" json:"configs,omitempty"`
+	// Delta only: jobs no longer configured; their targets stop as Prometheus
+	// stops a removed job's targets.
+	RemovedJobs []string `protobuf:"bytes,7,rep,name=removed_jobs,json=removedJobs,proto3" json:"removed_jobs,omitempty"`
+	// Targets added, or changed in any way: an upsert replaces the whole
+	// target (labels, job, state, replica).
+	Upserts []*Target `protobuf:"bytes,8,rep,name=upserts,proto3" json:"upserts,omitempty"`
+	// Targets no longer assigned to the worker for a reason other than a move
+	// (gone from discovery, dropped by relabeling, excluded): stopped as
+	// Prometheus would, with staleness markers. Moved targets arrive as
+	// OUTGOING first and are removed here after they have stopped.
+	RemovedTargetIds []uint64 `protobuf:"fixed64,9,rep,packed,name=removed_target_ids,json=removedTargetIds,proto3" json:"removed_target_ids,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *WatchAssignmentsResponse) Reset() {
+	*x = WatchAssignmentsResponse{}
 	mi := &file_shardscrape_v1_worker_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *AssignmentUpdate) String() string {
+func (x *WatchAssignmentsResponse) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*AssignmentUpdate) ProtoMessage() {}
+func (*WatchAssignmentsResponse) ProtoMessage() {}
 
-func (x *AssignmentUpdate) ProtoReflect() protoreflect.Message {
+func (x *WatchAssignmentsResponse) ProtoReflect() protoreflect.Message {
 	mi := &file_shardscrape_v1_worker_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -652,70 +690,97 @@ func (x *AssignmentUpdate) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use AssignmentUpdate.ProtoReflect.Descriptor instead.
-func (*AssignmentUpdate) Descriptor() ([]byte, []int) {
+// Deprecated: Use WatchAssignmentsResponse.ProtoReflect.Descriptor instead.
+func (*WatchAssignmentsResponse) Descriptor() ([]byte, []int) {
 	return file_shardscrape_v1_worker_proto_rawDescGZIP(), []int{9}
 }
 
-func (x *AssignmentUpdate) GetGeneration() uint64 {
+func (x *WatchAssignmentsResponse) GetGeneration() uint64 {
 	if x != nil {
 		return x.Generation
 	}
 	return 0
 }
 
-func (x *AssignmentUpdate) GetSnapshot() bool {
+func (x *WatchAssignmentsResponse) GetSnapshot() bool {
 	if x != nil {
 		return x.Snapshot
 	}
 	return false
 }
 
-func (x *AssignmentUpdate) GetGlobal() *GlobalConfig {
+func (x *WatchAssignmentsResponse) GetBaseGeneration() uint64 {
+	if x != nil {
+		return x.BaseGeneration
+	}
+	return 0
+}
+
+func (x *WatchAssignmentsResponse) GetPartial() bool {
+	if x != nil {
+		return x.Partial
+	}
+	return false
+}
+
+func (x *WatchAssignmentsResponse) GetGlobal() *GlobalConfig {
 	if x != nil {
 		return x.Global
 	}
 	return nil
 }
 
-func (x *AssignmentUpdate) GetConfigs() []*ScrapeConfig {
+func (x *WatchAssignmentsResponse) GetConfigs() []*ScrapeConfig {
 	if x != nil {
 		return x.Configs
 	}
 	return nil
 }
 
-func (x *AssignmentUpdate) GetUpserts() []*Target {
+func (x *WatchAssignmentsResponse) GetRemovedJobs() []string {
+	if x != nil {
+		return x.RemovedJobs
+	}
+	return nil
+}
+
+func (x *WatchAssignmentsResponse) GetUpserts() []*Target {
 	if x != nil {
 		return x.Upserts
 	}
 	return nil
 }
 
-func (x *AssignmentUpdate) GetRemovals() []uint64 {
+func (x *WatchAssignmentsResponse) GetRemovedTargetIds() []uint64 {
 	if x != nil {
-		return x.Removals
+		return x.RemovedTargetIds
 	}
 	return nil
 }
 
-// GlobalConfig is everything in the user's configuration except its scrape
-// configs, with the coordinator's additions.
+// GlobalConfig is everything the worker needs from the user's
+// configuration besides its scrape configs. The worker rebuilds the config
+// with Prometheus's config.Load on yaml with every ScrapeConfig.yaml in
+// force under scrape_configs, then SetDirectory(config_dir), so that global
+// defaults (interval, timeout, limits) apply exactly as in Prometheus.
 type GlobalConfig struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Hash of yaml and external_labels.
+	// Hash of every field below.
 	Hash string `protobuf:"bytes,1,opt,name=hash,proto3" json:"hash,omitempty"`
-	// The user's prometheus.yml without scrape_configs, as the original bytes
-	// (global, remote_write, ...). Prometheus marshals secrets as "<secret>";
-	// carrying the original text keeps credentials intact. The coordinator has
-	// validated it; the worker parses it again with Prometheus's config
-	// package.
+	// The user's prometheus.yml without scrape_configs, scrape_config_files,
+	// rule_files, alerting and remote_read, as the original text: Prometheus
+	// marshals secrets as "<secret>", and carrying the original text keeps
+	// credentials intact. The coordinator has validated it.
 	Yaml []byte `protobuf:"bytes,2,opt,name=yaml,proto3" json:"yaml,omitempty"`
-	// Labels added to every series the worker writes, on top of the config's
-	// own external labels: the cluster label.
+	// Labels on every series the worker writes: the cluster label. They
+	// override same-named labels of the config's global.external_labels.
 	ExternalLabels []*Label `protobuf:"bytes,3,rep,name=external_labels,json=externalLabels,proto3" json:"external_labels,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Directory of the coordinator's config file. Relative file paths in the
+	// config (bearer_token_file, password_file, tls_config files) resolve
+	// against it, so those files must be mounted on workers at the same path.
+	ConfigDir     string `protobuf:"bytes,4,opt,name=config_dir,json=configDir,proto3" json:"config_dir,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GlobalConfig) Reset() {
@@ -769,13 +834,22 @@ func (x *GlobalConfig) GetExternalLabels() []*Label {
 	return nil
 }
 
+func (x *GlobalConfig) GetConfigDir() string {
+	if x != nil {
+		return x.ConfigDir
+	}
+	return ""
+}
+
 // ScrapeConfig is one scrape_configs element of the user's configuration.
 type ScrapeConfig struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Content hash of yaml; targets refer to their config by it.
+	// Content hash of the element.
 	Hash    string `protobuf:"bytes,1,opt,name=hash,proto3" json:"hash,omitempty"`
 	JobName string `protobuf:"bytes,2,opt,name=job_name,json=jobName,proto3" json:"job_name,omitempty"`
-	// The element's original bytes (see GlobalConfig.yaml).
+	// The element's original text (see GlobalConfig.yaml). Empty when the
+	// worker holds this hash already (known_config_hashes, or sent earlier on
+	// this stream).
 	Yaml          []byte `protobuf:"bytes,3,opt,name=yaml,proto3" json:"yaml,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -865,12 +939,13 @@ const file_shardscrape_v1_worker_proto_rawDesc = "" +
 	"\ttarget_id\x18\x01 \x01(\x06R\btargetId\x12\x16\n" +
 	"\x06series\x18\x02 \x01(\x04R\x06series\x12B\n" +
 	"\x0fscrape_duration\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x0escrapeDuration\x12\x0e\n" +
-	"\x02up\x18\x04 \x01(\bR\x02up\"d\n" +
+	"\x02up\x18\x04 \x01(\bR\x02up\"v\n" +
 	"\n" +
 	"HandoffAck\x12\x1b\n" +
-	"\ttarget_id\x18\x01 \x01(\x06R\btargetId\x129\n" +
-	"\n" +
-	"scraped_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tscrapedAt\"k\n" +
+	"\ttarget_id\x18\x01 \x01(\x06R\btargetId\x12;\n" +
+	"\vscrape_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"scrapeTime\x12\x0e\n" +
+	"\x02up\x18\x03 \x01(\bR\x02up\"k\n" +
 	"\x11HeartbeatResponse\x126\n" +
 	"\tlease_ttl\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\bleaseTtl\x12\x1e\n" +
 	"\n" +
@@ -879,37 +954,43 @@ const file_shardscrape_v1_worker_proto_rawDesc = "" +
 	"\fLeaveRequest\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x1f\n" +
 	"\vlease_epoch\x18\x02 \x01(\x04R\n" +
-	"leaseEpoch\"V\n" +
+	"leaseEpoch\"_\n" +
 	"\rLeaveResponse\x12\x18\n" +
-	"\adrained\x18\x01 \x01(\bR\adrained\x12+\n" +
-	"\x11remaining_targets\x18\x02 \x01(\x04R\x10remainingTargets\"\x87\x01\n" +
+	"\adrained\x18\x01 \x01(\bR\adrained\x124\n" +
+	"\x16remaining_target_count\x18\x02 \x01(\x04R\x14remainingTargetCount\"\xb4\x01\n" +
 	"\x17WatchAssignmentsRequest\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x1f\n" +
 	"\vlease_epoch\x18\x02 \x01(\x04R\n" +
 	"leaseEpoch\x12.\n" +
-	"\x13known_config_hashes\x18\x03 \x03(\tR\x11knownConfigHashes\"\x8a\x02\n" +
-	"\x10AssignmentUpdate\x12\x1e\n" +
+	"\x13known_config_hashes\x18\x03 \x03(\tR\x11knownConfigHashes\x12+\n" +
+	"\x11resume_generation\x18\x04 \x01(\x04R\x10resumeGeneration\"\x8a\x03\n" +
+	"\x18WatchAssignmentsResponse\x12\x1e\n" +
 	"\n" +
 	"generation\x18\x01 \x01(\x04R\n" +
 	"generation\x12\x1a\n" +
-	"\bsnapshot\x18\x02 \x01(\bR\bsnapshot\x124\n" +
-	"\x06global\x18\x03 \x01(\v2\x1c.shardscrape.v1.GlobalConfigR\x06global\x126\n" +
-	"\aconfigs\x18\x04 \x03(\v2\x1c.shardscrape.v1.ScrapeConfigR\aconfigs\x120\n" +
-	"\aupserts\x18\x05 \x03(\v2\x16.shardscrape.v1.TargetR\aupserts\x12\x1a\n" +
-	"\bremovals\x18\x06 \x03(\x06R\bremovals\"v\n" +
+	"\bsnapshot\x18\x02 \x01(\bR\bsnapshot\x12'\n" +
+	"\x0fbase_generation\x18\x03 \x01(\x04R\x0ebaseGeneration\x12\x18\n" +
+	"\apartial\x18\x04 \x01(\bR\apartial\x124\n" +
+	"\x06global\x18\x05 \x01(\v2\x1c.shardscrape.v1.GlobalConfigR\x06global\x126\n" +
+	"\aconfigs\x18\x06 \x03(\v2\x1c.shardscrape.v1.ScrapeConfigR\aconfigs\x12!\n" +
+	"\fremoved_jobs\x18\a \x03(\tR\vremovedJobs\x120\n" +
+	"\aupserts\x18\b \x03(\v2\x16.shardscrape.v1.TargetR\aupserts\x12,\n" +
+	"\x12removed_target_ids\x18\t \x03(\x06R\x10removedTargetIds\"\x95\x01\n" +
 	"\fGlobalConfig\x12\x12\n" +
 	"\x04hash\x18\x01 \x01(\tR\x04hash\x12\x12\n" +
 	"\x04yaml\x18\x02 \x01(\fR\x04yaml\x12>\n" +
-	"\x0fexternal_labels\x18\x03 \x03(\v2\x15.shardscrape.v1.LabelR\x0eexternalLabels\"Q\n" +
+	"\x0fexternal_labels\x18\x03 \x03(\v2\x15.shardscrape.v1.LabelR\x0eexternalLabels\x12\x1d\n" +
+	"\n" +
+	"config_dir\x18\x04 \x01(\tR\tconfigDir\"Q\n" +
 	"\fScrapeConfig\x12\x12\n" +
 	"\x04hash\x18\x01 \x01(\tR\x04hash\x12\x19\n" +
 	"\bjob_name\x18\x02 \x01(\tR\ajobName\x12\x12\n" +
-	"\x04yaml\x18\x03 \x01(\fR\x04yaml2\xcb\x02\n" +
+	"\x04yaml\x18\x03 \x01(\fR\x04yaml2\xd3\x02\n" +
 	"\rWorkerService\x12A\n" +
 	"\x04Join\x12\x1b.shardscrape.v1.JoinRequest\x1a\x1c.shardscrape.v1.JoinResponse\x12P\n" +
 	"\tHeartbeat\x12 .shardscrape.v1.HeartbeatRequest\x1a!.shardscrape.v1.HeartbeatResponse\x12D\n" +
-	"\x05Leave\x12\x1c.shardscrape.v1.LeaveRequest\x1a\x1d.shardscrape.v1.LeaveResponse\x12_\n" +
-	"\x10WatchAssignments\x12'.shardscrape.v1.WatchAssignmentsRequest\x1a .shardscrape.v1.AssignmentUpdate0\x01BGZEgithub.com/shardscrape/shardscrape/proto/shardscrape/v1;shardscrapev1b\x06proto3"
+	"\x05Leave\x12\x1c.shardscrape.v1.LeaveRequest\x1a\x1d.shardscrape.v1.LeaveResponse\x12g\n" +
+	"\x10WatchAssignments\x12'.shardscrape.v1.WatchAssignmentsRequest\x1a(.shardscrape.v1.WatchAssignmentsResponse0\x01BGZEgithub.com/shardscrape/shardscrape/proto/shardscrape/v1;shardscrapev1b\x06proto3"
 
 var (
 	file_shardscrape_v1_worker_proto_rawDescOnce sync.Once
@@ -925,22 +1006,22 @@ func file_shardscrape_v1_worker_proto_rawDescGZIP() []byte {
 
 var file_shardscrape_v1_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_shardscrape_v1_worker_proto_goTypes = []any{
-	(*JoinRequest)(nil),             // 0: shardscrape.v1.JoinRequest
-	(*JoinResponse)(nil),            // 1: shardscrape.v1.JoinResponse
-	(*HeartbeatRequest)(nil),        // 2: shardscrape.v1.HeartbeatRequest
-	(*TargetLoad)(nil),              // 3: shardscrape.v1.TargetLoad
-	(*HandoffAck)(nil),              // 4: shardscrape.v1.HandoffAck
-	(*HeartbeatResponse)(nil),       // 5: shardscrape.v1.HeartbeatResponse
-	(*LeaveRequest)(nil),            // 6: shardscrape.v1.LeaveRequest
-	(*LeaveResponse)(nil),           // 7: shardscrape.v1.LeaveResponse
-	(*WatchAssignmentsRequest)(nil), // 8: shardscrape.v1.WatchAssignmentsRequest
-	(*AssignmentUpdate)(nil),        // 9: shardscrape.v1.AssignmentUpdate
-	(*GlobalConfig)(nil),            // 10: shardscrape.v1.GlobalConfig
-	(*ScrapeConfig)(nil),            // 11: shardscrape.v1.ScrapeConfig
-	(*durationpb.Duration)(nil),     // 12: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),   // 13: google.protobuf.Timestamp
-	(*Target)(nil),                  // 14: shardscrape.v1.Target
-	(*Label)(nil),                   // 15: shardscrape.v1.Label
+	(*JoinRequest)(nil),              // 0: shardscrape.v1.JoinRequest
+	(*JoinResponse)(nil),             // 1: shardscrape.v1.JoinResponse
+	(*HeartbeatRequest)(nil),         // 2: shardscrape.v1.HeartbeatRequest
+	(*TargetLoad)(nil),               // 3: shardscrape.v1.TargetLoad
+	(*HandoffAck)(nil),               // 4: shardscrape.v1.HandoffAck
+	(*HeartbeatResponse)(nil),        // 5: shardscrape.v1.HeartbeatResponse
+	(*LeaveRequest)(nil),             // 6: shardscrape.v1.LeaveRequest
+	(*LeaveResponse)(nil),            // 7: shardscrape.v1.LeaveResponse
+	(*WatchAssignmentsRequest)(nil),  // 8: shardscrape.v1.WatchAssignmentsRequest
+	(*WatchAssignmentsResponse)(nil), // 9: shardscrape.v1.WatchAssignmentsResponse
+	(*GlobalConfig)(nil),             // 10: shardscrape.v1.GlobalConfig
+	(*ScrapeConfig)(nil),             // 11: shardscrape.v1.ScrapeConfig
+	(*durationpb.Duration)(nil),      // 12: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),    // 13: google.protobuf.Timestamp
+	(*Target)(nil),                   // 14: shardscrape.v1.Target
+	(*Label)(nil),                    // 15: shardscrape.v1.Label
 }
 var file_shardscrape_v1_worker_proto_depIdxs = []int32{
 	12, // 0: shardscrape.v1.JoinResponse.lease_ttl:type_name -> google.protobuf.Duration
@@ -948,11 +1029,11 @@ var file_shardscrape_v1_worker_proto_depIdxs = []int32{
 	3,  // 2: shardscrape.v1.HeartbeatRequest.loads:type_name -> shardscrape.v1.TargetLoad
 	4,  // 3: shardscrape.v1.HeartbeatRequest.acks:type_name -> shardscrape.v1.HandoffAck
 	12, // 4: shardscrape.v1.TargetLoad.scrape_duration:type_name -> google.protobuf.Duration
-	13, // 5: shardscrape.v1.HandoffAck.scraped_at:type_name -> google.protobuf.Timestamp
+	13, // 5: shardscrape.v1.HandoffAck.scrape_time:type_name -> google.protobuf.Timestamp
 	12, // 6: shardscrape.v1.HeartbeatResponse.lease_ttl:type_name -> google.protobuf.Duration
-	10, // 7: shardscrape.v1.AssignmentUpdate.global:type_name -> shardscrape.v1.GlobalConfig
-	11, // 8: shardscrape.v1.AssignmentUpdate.configs:type_name -> shardscrape.v1.ScrapeConfig
-	14, // 9: shardscrape.v1.AssignmentUpdate.upserts:type_name -> shardscrape.v1.Target
+	10, // 7: shardscrape.v1.WatchAssignmentsResponse.global:type_name -> shardscrape.v1.GlobalConfig
+	11, // 8: shardscrape.v1.WatchAssignmentsResponse.configs:type_name -> shardscrape.v1.ScrapeConfig
+	14, // 9: shardscrape.v1.WatchAssignmentsResponse.upserts:type_name -> shardscrape.v1.Target
 	15, // 10: shardscrape.v1.GlobalConfig.external_labels:type_name -> shardscrape.v1.Label
 	0,  // 11: shardscrape.v1.WorkerService.Join:input_type -> shardscrape.v1.JoinRequest
 	2,  // 12: shardscrape.v1.WorkerService.Heartbeat:input_type -> shardscrape.v1.HeartbeatRequest
@@ -961,7 +1042,7 @@ var file_shardscrape_v1_worker_proto_depIdxs = []int32{
 	1,  // 15: shardscrape.v1.WorkerService.Join:output_type -> shardscrape.v1.JoinResponse
 	5,  // 16: shardscrape.v1.WorkerService.Heartbeat:output_type -> shardscrape.v1.HeartbeatResponse
 	7,  // 17: shardscrape.v1.WorkerService.Leave:output_type -> shardscrape.v1.LeaveResponse
-	9,  // 18: shardscrape.v1.WorkerService.WatchAssignments:output_type -> shardscrape.v1.AssignmentUpdate
+	9,  // 18: shardscrape.v1.WorkerService.WatchAssignments:output_type -> shardscrape.v1.WatchAssignmentsResponse
 	15, // [15:19] is the sub-list for method output_type
 	11, // [11:15] is the sub-list for method input_type
 	11, // [11:11] is the sub-list for extension type_name

@@ -37,11 +37,19 @@ const (
 // unknown lease fails with FAILED_PRECONDITION: the worker joins again and
 // keeps scraping its last assignment meanwhile (fail static).
 //
+// Generations number the coordinator's assignment table. They are
+// persisted with it and only increase, across coordinator restarts and
+// fail-over too, so a worker's generation means the same to every
+// coordinator.
+//
 // Transport, for both services: the channel carries scrape credentials (see
-// GlobalConfig.yaml), so outside a test it runs over TLS, optionally mutual.
-// When the coordinator has an auth token, every call but grpc.health.v1
-// carries the metadata "authorization: Bearer <token>"; a missing or wrong
-// token fails with UNAUTHENTICATED and changes nothing.
+// GlobalConfig.yaml), so outside a test it runs over TLS, optionally mutual;
+// with mutual TLS the coordinator may require a worker's certificate to name
+// its worker_id. When the coordinator has an auth token, every call but
+// grpc.health.v1 and reflection carries the metadata
+// "authorization: Bearer <token>"; a missing or wrong token fails with
+// UNAUTHENTICATED and changes nothing. AdminService may require a token of
+// its own, so that workers hold no admin rights.
 type WorkerServiceClient interface {
 	// Join registers the worker, or registers it again after a restart or an
 	// expired lease, and grants a lease.
@@ -49,12 +57,17 @@ type WorkerServiceClient interface {
 	// Heartbeat renews the lease and reports per-target load and handoffs.
 	Heartbeat(ctx context.Context, in *HeartbeatRequest, opts ...grpc.CallOption) (*HeartbeatResponse, error)
 	// Leave drains the worker: its targets move to their new owners make
-	// before break. It returns when they have, or when the request's deadline
-	// passes; the worker is then released from the ring.
+	// before break, and it returns when they have or when the request's
+	// deadline passes; the worker is then released from the ring. The worker
+	// keeps heartbeating, watching and scraping until Leave returns.
+	// A worker restarting in place (same id, as in a StatefulSet rolling
+	// update) should not Leave: its lease holds its targets for one TTL, and
+	// its restarted self resumes them from its local state, so nothing moves
+	// twice.
 	Leave(ctx context.Context, in *LeaveRequest, opts ...grpc.CallOption) (*LeaveResponse, error)
-	// WatchAssignments streams the worker's assignment: a full snapshot first,
-	// then deltas. Every message carries a generation number.
-	WatchAssignments(ctx context.Context, in *WatchAssignmentsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[AssignmentUpdate], error)
+	// WatchAssignments streams the worker's assignment: a snapshot first,
+	// then deltas.
+	WatchAssignments(ctx context.Context, in *WatchAssignmentsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchAssignmentsResponse], error)
 }
 
 type workerServiceClient struct {
@@ -95,13 +108,13 @@ func (c *workerServiceClient) Leave(ctx context.Context, in *LeaveRequest, opts 
 	return out, nil
 }
 
-func (c *workerServiceClient) WatchAssignments(ctx context.Context, in *WatchAssignmentsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[AssignmentUpdate], error) {
+func (c *workerServiceClient) WatchAssignments(ctx context.Context, in *WatchAssignmentsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchAssignmentsResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	stream, err := c.cc.NewStream(ctx, &WorkerService_ServiceDesc.Streams[0], WorkerService_WatchAssignments_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
-	x := &grpc.GenericClientStream[WatchAssignmentsRequest, AssignmentUpdate]{ClientStream: stream}
+	x := &grpc.GenericClientStream[WatchAssignmentsRequest, WatchAssignmentsResponse]{ClientStream: stream}
 	if err := x.ClientStream.SendMsg(in); err != nil {
 		return nil, err
 	}
@@ -112,7 +125,7 @@ func (c *workerServiceClient) WatchAssignments(ctx context.Context, in *WatchAss
 }
 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
-type WorkerService_WatchAssignmentsClient = grpc.ServerStreamingClient[AssignmentUpdate]
+type WorkerService_WatchAssignmentsClient = grpc.ServerStreamingClient[WatchAssignmentsResponse]
 
 // WorkerServiceServer is the server API for WorkerService service.
 // All implementations must embed UnimplementedWorkerServiceServer
@@ -126,11 +139,19 @@ type WorkerService_WatchAssignmentsClient = grpc.ServerStreamingClient[Assignmen
 // unknown lease fails with FAILED_PRECONDITION: the worker joins again and
 // keeps scraping its last assignment meanwhile (fail static).
 //
+// Generations number the coordinator's assignment table. They are
+// persisted with it and only increase, across coordinator restarts and
+// fail-over too, so a worker's generation means the same to every
+// coordinator.
+//
 // Transport, for both services: the channel carries scrape credentials (see
-// GlobalConfig.yaml), so outside a test it runs over TLS, optionally mutual.
-// When the coordinator has an auth token, every call but grpc.health.v1
-// carries the metadata "authorization: Bearer <token>"; a missing or wrong
-// token fails with UNAUTHENTICATED and changes nothing.
+// GlobalConfig.yaml), so outside a test it runs over TLS, optionally mutual;
+// with mutual TLS the coordinator may require a worker's certificate to name
+// its worker_id. When the coordinator has an auth token, every call but
+// grpc.health.v1 and reflection carries the metadata
+// "authorization: Bearer <token>"; a missing or wrong token fails with
+// UNAUTHENTICATED and changes nothing. AdminService may require a token of
+// its own, so that workers hold no admin rights.
 type WorkerServiceServer interface {
 	// Join registers the worker, or registers it again after a restart or an
 	// expired lease, and grants a lease.
@@ -138,12 +159,17 @@ type WorkerServiceServer interface {
 	// Heartbeat renews the lease and reports per-target load and handoffs.
 	Heartbeat(context.Context, *HeartbeatRequest) (*HeartbeatResponse, error)
 	// Leave drains the worker: its targets move to their new owners make
-	// before break. It returns when they have, or when the request's deadline
-	// passes; the worker is then released from the ring.
+	// before break, and it returns when they have or when the request's
+	// deadline passes; the worker is then released from the ring. The worker
+	// keeps heartbeating, watching and scraping until Leave returns.
+	// A worker restarting in place (same id, as in a StatefulSet rolling
+	// update) should not Leave: its lease holds its targets for one TTL, and
+	// its restarted self resumes them from its local state, so nothing moves
+	// twice.
 	Leave(context.Context, *LeaveRequest) (*LeaveResponse, error)
-	// WatchAssignments streams the worker's assignment: a full snapshot first,
-	// then deltas. Every message carries a generation number.
-	WatchAssignments(*WatchAssignmentsRequest, grpc.ServerStreamingServer[AssignmentUpdate]) error
+	// WatchAssignments streams the worker's assignment: a snapshot first,
+	// then deltas.
+	WatchAssignments(*WatchAssignmentsRequest, grpc.ServerStreamingServer[WatchAssignmentsResponse]) error
 	mustEmbedUnimplementedWorkerServiceServer()
 }
 
@@ -163,7 +189,7 @@ func (UnimplementedWorkerServiceServer) Heartbeat(context.Context, *HeartbeatReq
 func (UnimplementedWorkerServiceServer) Leave(context.Context, *LeaveRequest) (*LeaveResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Leave not implemented")
 }
-func (UnimplementedWorkerServiceServer) WatchAssignments(*WatchAssignmentsRequest, grpc.ServerStreamingServer[AssignmentUpdate]) error {
+func (UnimplementedWorkerServiceServer) WatchAssignments(*WatchAssignmentsRequest, grpc.ServerStreamingServer[WatchAssignmentsResponse]) error {
 	return status.Error(codes.Unimplemented, "method WatchAssignments not implemented")
 }
 func (UnimplementedWorkerServiceServer) mustEmbedUnimplementedWorkerServiceServer() {}
@@ -246,11 +272,11 @@ func _WorkerService_WatchAssignments_Handler(srv interface{}, stream grpc.Server
 	if err := stream.RecvMsg(m); err != nil {
 		return err
 	}
-	return srv.(WorkerServiceServer).WatchAssignments(m, &grpc.GenericServerStream[WatchAssignmentsRequest, AssignmentUpdate]{ServerStream: stream})
+	return srv.(WorkerServiceServer).WatchAssignments(m, &grpc.GenericServerStream[WatchAssignmentsRequest, WatchAssignmentsResponse]{ServerStream: stream})
 }
 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
-type WorkerService_WatchAssignmentsServer = grpc.ServerStreamingServer[AssignmentUpdate]
+type WorkerService_WatchAssignmentsServer = grpc.ServerStreamingServer[WatchAssignmentsResponse]
 
 // WorkerService_ServiceDesc is the grpc.ServiceDesc for WorkerService service.
 // It's only intended for direct use with grpc.RegisterService,
