@@ -16,7 +16,8 @@ var sep = []byte{0xff}
 // Of returns the id of target t of job: the xxhash64 of the job name, then
 // each public label after relabeling (sorted by name) as name and value,
 // then the scrape URL, each followed by a 0xff byte. Two targets get one id
-// exactly when Prometheus would treat them as one (same labels and URL).
+// when they have the same labels and URL, that is when they write the same
+// series; hidden settings (a relabeled __scrape_interval__) do not count.
 func Of(job string, t *scrape.Target) uint64 {
 	d := xxhash.New()
 	write := func(s string) {

@@ -559,7 +559,7 @@ func (x *Owner) GetReplica() uint32 {
 
 type AssignedTarget struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The target; its state field is unset here (see owners).
+	// The target; its state and replica fields are unset here (see owners).
 	Target *Target `protobuf:"bytes,1,opt,name=target,proto3" json:"target,omitempty"`
 	// Empty if unassigned or excluded.
 	Owners []*Owner `protobuf:"bytes,2,rep,name=owners,proto3" json:"owners,omitempty"`
@@ -829,11 +829,12 @@ func (x *LocateTargetResponse) GetDetail() string {
 }
 
 type RingMember struct {
-	state        protoimpl.MessageState `protogen:"open.v1"`
-	Id           string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Zone         string                 `protobuf:"bytes,2,opt,name=zone,proto3" json:"zone,omitempty"`
-	Weight       float64                `protobuf:"fixed64,3,opt,name=weight,proto3" json:"weight,omitempty"`
-	VirtualNodes uint32                 `protobuf:"varint,4,opt,name=virtual_nodes,json=virtualNodes,proto3" json:"virtual_nodes,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Zone  string                 `protobuf:"bytes,2,opt,name=zone,proto3" json:"zone,omitempty"`
+	// The worker's capacity (JoinRequest.capacity; 0 shown as 1).
+	Weight       float64 `protobuf:"fixed64,3,opt,name=weight,proto3" json:"weight,omitempty"`
+	VirtualNodes uint32  `protobuf:"varint,4,opt,name=virtual_nodes,json=virtualNodes,proto3" json:"virtual_nodes,omitempty"`
 	// Fraction of the hash space its virtual nodes cover.
 	OwnedFraction float64 `protobuf:"fixed64,5,opt,name=owned_fraction,json=ownedFraction,proto3" json:"owned_fraction,omitempty"`
 	TargetCount   uint64  `protobuf:"varint,6,opt,name=target_count,json=targetCount,proto3" json:"target_count,omitempty"`
@@ -2032,11 +2033,11 @@ func (x *MoveCount) GetTargetCount() uint64 {
 }
 
 type PreviewRebalanceResponse struct {
-	state       protoimpl.MessageState `protogen:"open.v1"`
-	TargetCount uint64                 `protobuf:"varint,1,opt,name=target_count,json=targetCount,proto3" json:"target_count,omitempty"`
-	MovedCount  uint64                 `protobuf:"varint,2,opt,name=moved_count,json=movedCount,proto3" json:"moved_count,omitempty"`
-	// moved_count over the ideal for the change (1/N of the targets per
-	// worker joining or leaving).
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	TargetCount      uint64                 `protobuf:"varint,1,opt,name=target_count,json=targetCount,proto3" json:"target_count,omitempty"`
+	MovedTargetCount uint64                 `protobuf:"varint,2,opt,name=moved_target_count,json=movedTargetCount,proto3" json:"moved_target_count,omitempty"`
+	// moved_target_count over the ideal for the change (1/N of the targets
+	// per worker joining or leaving).
 	MovedOverIdeal float64       `protobuf:"fixed64,3,opt,name=moved_over_ideal,json=movedOverIdeal,proto3" json:"moved_over_ideal,omitempty"`
 	Counts         []*MoveCount  `protobuf:"bytes,4,rep,name=counts,proto3" json:"counts,omitempty"`
 	Moves          []*TargetMove `protobuf:"bytes,5,rep,name=moves,proto3" json:"moves,omitempty"`
@@ -2081,9 +2082,9 @@ func (x *PreviewRebalanceResponse) GetTargetCount() uint64 {
 	return 0
 }
 
-func (x *PreviewRebalanceResponse) GetMovedCount() uint64 {
+func (x *PreviewRebalanceResponse) GetMovedTargetCount() uint64 {
 	if x != nil {
-		return x.MovedCount
+		return x.MovedTargetCount
 	}
 	return 0
 }
@@ -2243,11 +2244,10 @@ const file_shardscrape_v1_admin_proto_rawDesc = "" +
 	"\x0efrom_worker_id\x18\x01 \x01(\tR\ffromWorkerId\x12 \n" +
 	"\fto_worker_id\x18\x02 \x01(\tR\n" +
 	"toWorkerId\x12!\n" +
-	"\ftarget_count\x18\x03 \x01(\x04R\vtargetCount\"\xed\x01\n" +
+	"\ftarget_count\x18\x03 \x01(\x04R\vtargetCount\"\xfa\x01\n" +
 	"\x18PreviewRebalanceResponse\x12!\n" +
-	"\ftarget_count\x18\x01 \x01(\x04R\vtargetCount\x12\x1f\n" +
-	"\vmoved_count\x18\x02 \x01(\x04R\n" +
-	"movedCount\x12(\n" +
+	"\ftarget_count\x18\x01 \x01(\x04R\vtargetCount\x12,\n" +
+	"\x12moved_target_count\x18\x02 \x01(\x04R\x10movedTargetCount\x12(\n" +
 	"\x10moved_over_ideal\x18\x03 \x01(\x01R\x0emovedOverIdeal\x121\n" +
 	"\x06counts\x18\x04 \x03(\v2\x19.shardscrape.v1.MoveCountR\x06counts\x120\n" +
 	"\x05moves\x18\x05 \x03(\v2\x1a.shardscrape.v1.TargetMoveR\x05moves*\x93\x01\n" +

@@ -146,12 +146,17 @@ func (x *Label) GetValue() string {
 // series come out exactly as Prometheus would write them.
 type Target struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Identity of the target within the fleet, equal for two targets only
-	// when Prometheus would treat them as one: the xxhash64 of the job name,
-	// then each label after relabeling (sorted by name) as name and value,
-	// then the scrape URL (scrape.Target.URL), each followed by a 0xff byte.
-	// The coordinator computes it when it relabels; the worker computes it
-	// from its scrape.Target to match heartbeats, handoffs and removals.
+	// Identity of the target within the fleet (internal/targetid): the
+	// xxhash64 of the job name, then each public label after relabeling (no
+	// "__" prefix, sorted by name) as name and value, then the scrape URL
+	// (scrape.Target.URL), each followed by a 0xff byte. Two targets share an
+	// id when they have the same labels and URL, that is when they write the
+	// same series; Prometheus would keep such targets apart only if a hidden
+	// setting differed (a relabeled __scrape_interval__, say), and their
+	// series would collide anyway, so the coordinator keeps one and counts
+	// the rest as duplicates. The coordinator computes the id when it
+	// relabels; the worker computes it from its scrape.Target to match
+	// heartbeats, handoffs and removals.
 	// It is not the ring key: the ownership key may be configured to
 	// __address__ alone, so that every job's target on one address shares an
 	// owner, and then those targets share a ring key but not an id.
@@ -166,7 +171,8 @@ type Target struct {
 	Labels []*Label    `protobuf:"bytes,3,rep,name=labels,proto3" json:"labels,omitempty"`
 	State  TargetState `protobuf:"varint,4,opt,name=state,proto3,enum=shardscrape.v1.TargetState" json:"state,omitempty"`
 	// Which of the target's owners this worker is, from 0, when the
-	// replication factor is above 1; 0 otherwise.
+	// replication factor is above 1; 0 otherwise. Informational: the worker
+	// adds no label for it.
 	Replica       uint32 `protobuf:"varint,5,opt,name=replica,proto3" json:"replica,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -314,9 +320,7 @@ type TargetRef_Id struct {
 }
 
 type TargetRef_JobAddress struct {
-	// A job and a discovered __address__. A pair that matches several
-	// targets (e.g. differing only by metrics path) fails with
-	// FAILED_PRECONDITION naming them.
+	// A job and a discovered __address__; see JobAddress.
 	JobAddress *JobAddress `protobuf:"bytes,2,opt,name=job_address,json=jobAddress,proto3,oneof"`
 }
 
@@ -326,7 +330,10 @@ func (*TargetRef_JobAddress) isTargetRef_Ref() {}
 
 // JobAddress names targets by job and discovered __address__. Pins and
 // excludes are stored this way (an id is resolved to it), so that they
-// survive relabeling changes that change ids.
+// survive relabeling changes that change ids, and apply to every target of
+// the job on that address (several, when they differ by metrics path or
+// parameters). Calls about one target (LocateTarget) fail on a pair that
+// matches several with FAILED_PRECONDITION, naming them.
 type JobAddress struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Job           string                 `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`

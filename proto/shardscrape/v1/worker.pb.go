@@ -28,6 +28,9 @@ type JoinRequest struct {
 	// Stable across restarts: the StatefulSet pod name.
 	WorkerId string `protobuf:"bytes,1,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
 	// host:port of the worker's HTTP endpoint (/metrics, /api/v1/targets).
+	// The coordinator's fleet-wide /api/v1/targets reads scrape health (last
+	// error, last scrape) from each worker's /api/v1/targets there, rather
+	// than from heartbeats.
 	Address string `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
 	// Failure domain, for replica spread. Optional: a worker without a zone
 	// shares a failure domain with no other.
@@ -502,8 +505,11 @@ func (x *LeaveRequest) GetLeaseEpoch() uint64 {
 
 type LeaveResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// True when every target was handed over; false when the deadline passed
-	// first (the remaining targets move when the lease is released).
+	// True when every target was handed over: the worker stops all of them
+	// without staleness markers (their new owners have scraped them), without
+	// waiting for OUTGOING updates. False when the deadline passed first: the
+	// targets it still owns stop as Prometheus stops them, with staleness
+	// markers, and move when the lease is released.
 	Drained bool `protobuf:"varint,1,opt,name=drained,proto3" json:"drained,omitempty"`
 	// Targets still owned when the call returned.
 	RemainingTargetCount uint64 `protobuf:"varint,2,opt,name=remaining_target_count,json=remainingTargetCount,proto3" json:"remaining_target_count,omitempty"`
@@ -637,7 +643,9 @@ type WatchAssignmentsResponse struct {
 	// Generation this update brings the worker to.
 	Generation uint64 `protobuf:"varint,1,opt,name=generation,proto3" json:"generation,omitempty"`
 	// True: the update replaces the worker's whole assignment and every
-	// config. False: a delta on top of base_generation.
+	// config. Targets the worker runs that the snapshot leaves out (moved on
+	// while it was away) stop without staleness markers. False: a delta on
+	// top of base_generation.
 	Snapshot bool `protobuf:"varint,2,opt,name=snapshot,proto3" json:"snapshot,omitempty"`
 	// For a delta, the generation it applies to. A worker holding any other
 	// generation reconnects (with resume_generation) to get a snapshot.
@@ -841,16 +849,22 @@ func (x *GlobalConfig) GetConfigDir() string {
 	return ""
 }
 
-// ScrapeConfig is one scrape_configs element of the user's configuration.
+// ScrapeConfig is one scrape_configs element of the user's configuration,
+// or of a file that scrape_config_files names.
 type ScrapeConfig struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Content hash of the element.
+	// Content hash of the element and config_dir.
 	Hash    string `protobuf:"bytes,1,opt,name=hash,proto3" json:"hash,omitempty"`
 	JobName string `protobuf:"bytes,2,opt,name=job_name,json=jobName,proto3" json:"job_name,omitempty"`
 	// The element's original text (see GlobalConfig.yaml). Empty when the
 	// worker holds this hash already (known_config_hashes, or sent earlier on
 	// this stream).
-	Yaml          []byte `protobuf:"bytes,3,opt,name=yaml,proto3" json:"yaml,omitempty"`
+	Yaml []byte `protobuf:"bytes,3,opt,name=yaml,proto3" json:"yaml,omitempty"`
+	// Directory of the file the element came from, when it is not the main
+	// config file (scrape_config_files): its relative paths resolve there, as
+	// in Prometheus. The worker calls SetDirectory(config_dir) on the element
+	// before GlobalConfig's; empty means GlobalConfig.config_dir.
+	ConfigDir     string `protobuf:"bytes,4,opt,name=config_dir,json=configDir,proto3" json:"config_dir,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -904,6 +918,13 @@ func (x *ScrapeConfig) GetYaml() []byte {
 		return x.Yaml
 	}
 	return nil
+}
+
+func (x *ScrapeConfig) GetConfigDir() string {
+	if x != nil {
+		return x.ConfigDir
+	}
+	return ""
 }
 
 var File_shardscrape_v1_worker_proto protoreflect.FileDescriptor
@@ -981,11 +1002,13 @@ const file_shardscrape_v1_worker_proto_rawDesc = "" +
 	"\x04yaml\x18\x02 \x01(\fR\x04yaml\x12>\n" +
 	"\x0fexternal_labels\x18\x03 \x03(\v2\x15.shardscrape.v1.LabelR\x0eexternalLabels\x12\x1d\n" +
 	"\n" +
-	"config_dir\x18\x04 \x01(\tR\tconfigDir\"Q\n" +
+	"config_dir\x18\x04 \x01(\tR\tconfigDir\"p\n" +
 	"\fScrapeConfig\x12\x12\n" +
 	"\x04hash\x18\x01 \x01(\tR\x04hash\x12\x19\n" +
 	"\bjob_name\x18\x02 \x01(\tR\ajobName\x12\x12\n" +
-	"\x04yaml\x18\x03 \x01(\fR\x04yaml2\xd3\x02\n" +
+	"\x04yaml\x18\x03 \x01(\fR\x04yaml\x12\x1d\n" +
+	"\n" +
+	"config_dir\x18\x04 \x01(\tR\tconfigDir2\xd3\x02\n" +
 	"\rWorkerService\x12A\n" +
 	"\x04Join\x12\x1b.shardscrape.v1.JoinRequest\x1a\x1c.shardscrape.v1.JoinResponse\x12P\n" +
 	"\tHeartbeat\x12 .shardscrape.v1.HeartbeatRequest\x1a!.shardscrape.v1.HeartbeatResponse\x12D\n" +

@@ -45,7 +45,9 @@ const (
 // Transport, for both services: the channel carries scrape credentials (see
 // GlobalConfig.yaml), so outside a test it runs over TLS, optionally mutual;
 // with mutual TLS the coordinator may require a worker's certificate to name
-// its worker_id. When the coordinator has an auth token, every call but
+// its worker_id. A coordinator that is not the leader fails every call, and
+// ends open streams, with UNAVAILABLE; workers retry with jittered backoff
+// and keep scraping. When the coordinator has an auth token, every call but
 // grpc.health.v1 and reflection carries the metadata
 // "authorization: Bearer <token>"; a missing or wrong token fails with
 // UNAUTHENTICATED and changes nothing. AdminService may require a token of
@@ -147,7 +149,9 @@ type WorkerService_WatchAssignmentsClient = grpc.ServerStreamingClient[WatchAssi
 // Transport, for both services: the channel carries scrape credentials (see
 // GlobalConfig.yaml), so outside a test it runs over TLS, optionally mutual;
 // with mutual TLS the coordinator may require a worker's certificate to name
-// its worker_id. When the coordinator has an auth token, every call but
+// its worker_id. A coordinator that is not the leader fails every call, and
+// ends open streams, with UNAVAILABLE; workers retry with jittered backoff
+// and keep scraping. When the coordinator has an auth token, every call but
 // grpc.health.v1 and reflection carries the metadata
 // "authorization: Bearer <token>"; a missing or wrong token fails with
 // UNAUTHENTICATED and changes nothing. AdminService may require a token of
