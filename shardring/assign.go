@@ -77,10 +77,10 @@ func (r *Ring) capacities(n int) []int {
 // proposes along with it: equal keys walk the same path, so one walk serves
 // them all however many there are.
 type candidate struct {
-	rank  int32   // members this key tried before this one
-	point int32   // ring point of the member proposed to
-	prio  uint64  // the member's preference: lower is better
-	key   uint64  //
+	rank  int32  // members this key tried before this one
+	point int32  // ring point of the member proposed to
+	prio  uint64 // the member's preference: lower is better
+	key   uint64
 	pos   []int32 // indexes into the keys given to Assign, ascending
 	tried []int32
 }
@@ -319,10 +319,14 @@ func (a *Assignment) Imbalance() float64 {
 	}
 	worst := 0.0
 	for i, l := range a.loads {
-		mean := float64(len(a.owner)) * a.ring.members[i].weight() / a.ring.weight
-		worst = max(worst, float64(l)/mean)
+		worst = max(worst, float64(l)/a.meanLoad(i))
 	}
 	return worst
+}
+
+// meanLoad is member i's share of the keys by weight.
+func (a *Assignment) meanLoad(i int) float64 {
+	return float64(len(a.owner)) * a.ring.members[i].weight() / a.ring.weight
 }
 
 // Move is a key whose owner differs between two assignments.

@@ -40,9 +40,8 @@ func (r *Ring) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 func (a *Assignment) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	rows := a.ring.statusRows()
 	for i := range rows {
-		mean := float64(len(a.owner)) * a.ring.members[i].weight() / a.ring.weight
 		rows[i].HasLoad, rows[i].Keys, rows[i].Cap = true, a.loads[i], a.caps[i]
-		if mean > 0 {
+		if mean := a.meanLoad(i); mean > 0 {
 			rows[i].LoadOverMean = float64(a.loads[i]) / mean
 		}
 	}

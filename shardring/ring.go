@@ -15,7 +15,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"math/bits"
 	"slices"
 	"strings"
 
@@ -35,10 +34,6 @@ const (
 	maxMembers = 1 << 16
 	maxWeight  = 1000
 	maxPoints  = 1 << 25
-	// pointsPerBucket is the mean number of ring points behind one entry of
-	// the prefix index: small enough to scan, large enough for the index to
-	// stay in cache.
-	pointsPerBucket = 4
 )
 
 // Errors returned by New, With and Without.
@@ -240,18 +235,8 @@ func mix64(x uint64) uint64 {
 }
 
 func (r *Ring) buildIndex() {
-	b := uint(bits.Len(uint(len(r.points) / pointsPerBucket)))
-	r.indexBits = b
-	r.index = make([]int32, (1<<b)+1)
-	shift := 64 - b
-	p := 0
-	for bucket := range r.index {
-		// First point whose prefix is ≥ bucket.
-		for p < len(r.points) && int(r.points[p]>>shift) < bucket {
-			p++
-		}
-		r.index[bucket] = int32(p)
-	}
+	r.indexBits = prefixBits(len(r.points))
+	r.index = prefixStarts(r.points, r.indexBits) // points are sorted
 }
 
 // successor returns the index of the first point at or after key, wrapping.

@@ -6,7 +6,8 @@ import "math/bits"
 // of items per bucket: two linear passes instead of n·log n comparisons and
 // the cache misses of a comparison sort over tens of megabytes.
 
-// prefixBits picks a bucket count of about n/4.
+// prefixBits picks a bucket count of about n/4: few enough items a bucket
+// to scan, few enough buckets for the counts to stay in cache.
 func prefixBits(n int) uint { return uint(bits.Len(uint(n / 4))) }
 
 // bucketOf returns the top b bits of h (0 when b is 0).
@@ -27,13 +28,7 @@ type indexed struct {
 // prefix, each with its index in hs. One slice of pairs, not two slices,
 // halves the cache lines the scatter keeps open.
 func groupByPrefix(hs []uint64, b uint) []indexed {
-	start := make([]int32, (1<<b)+1)
-	for _, h := range hs {
-		start[bucketOf(h, b)+1]++
-	}
-	for i := 1; i < len(start); i++ {
-		start[i] += start[i-1]
-	}
+	start := prefixStarts(hs, b)
 	grouped := make([]indexed, len(hs))
 	for i, h := range hs {
 		p := bucketOf(h, b)
@@ -41,6 +36,20 @@ func groupByPrefix(hs []uint64, b uint) []indexed {
 		start[p]++
 	}
 	return grouped
+}
+
+// prefixStarts returns, for each b-bit prefix p and one past the last, how
+// many of hs have a prefix below p: where prefix p starts once hs is
+// grouped (or sorted).
+func prefixStarts(hs []uint64, b uint) []int32 {
+	start := make([]int32, (1<<b)+1)
+	for _, h := range hs {
+		start[bucketOf(h, b)+1]++
+	}
+	for i := 1; i < len(start); i++ {
+		start[i] += start[i-1]
+	}
+	return start
 }
 
 // sortPoints sorts points ascending, carrying owners along. It is stable, so
