@@ -32,9 +32,9 @@ import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
-	"hash/fnv"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"net/http"
 	"reflect"
@@ -746,7 +746,6 @@ func (s *Server) serveResourceList(w http.ResponseWriter, gv string) {
 	}
 	writeJSON(w, l)
 }
-
 
 // uid derives a stable UUID-shaped uid from an object's identity.
 func uid(key string) types.UID {

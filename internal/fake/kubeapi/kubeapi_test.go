@@ -143,7 +143,7 @@ func TestPrometheusKubernetesSDRoles(t *testing.T) {
 			want:      model.LabelSet{"__address__": "web.shop.svc:80", "__meta_kubernetes_service_port_name": "metrics", "__meta_kubernetes_service_cluster_ip": "10.96.0.10"},
 			wantGroup: model.LabelSet{"__meta_kubernetes_service_name": "web", "__meta_kubernetes_service_annotation_prometheus_io_scrape": "true"}},
 		{role: "endpoints", source: "endpoints/shop/web",
-			want: model.LabelSet{"__address__": "10.1.0.1:9100", "__meta_kubernetes_pod_name": "web-0", "__meta_kubernetes_endpoint_port_name": "metrics", "__meta_kubernetes_endpoint_ready": "true", "__meta_kubernetes_endpoint_node_name": "n1"},
+			want:      model.LabelSet{"__address__": "10.1.0.1:9100", "__meta_kubernetes_pod_name": "web-0", "__meta_kubernetes_endpoint_port_name": "metrics", "__meta_kubernetes_endpoint_ready": "true", "__meta_kubernetes_endpoint_node_name": "n1"},
 			wantGroup: model.LabelSet{"__meta_kubernetes_service_name": "web", "__meta_kubernetes_endpoints_name": "web", "__meta_kubernetes_service_annotation_prometheus_io_scrape": "true"}},
 		{role: "endpointslice", source: "endpointslice/shop/web-fake",
 			want:      model.LabelSet{"__address__": "10.1.0.1:9100", "__meta_kubernetes_pod_name": "web-0", "__meta_kubernetes_endpointslice_port_name": "metrics"},
