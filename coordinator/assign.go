@@ -1,0 +1,443 @@
+package coordinator
+
+import (
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/labels"
+
+	shardscrapev1 "github.com/shardscrape/shardscrape/proto/shardscrape/v1"
+	"github.com/shardscrape/shardscrape/relabel"
+	"github.com/shardscrape/shardscrape/shardring"
+)
+
+const (
+	stateNew      = shardscrapev1.TargetState_TARGET_STATE_UNSPECIFIED
+	stateActive   = shardscrapev1.TargetState_TARGET_STATE_ACTIVE
+	stateIncoming = shardscrapev1.TargetState_TARGET_STATE_INCOMING
+	stateOutgoing = shardscrapev1.TargetState_TARGET_STATE_OUTGOING
+)
+
+// Why a target is where it is (LocateTarget).
+const (
+	reasonRing uint8 = iota
+	reasonPinned
+	reasonPaused
+	reasonExcluded
+	reasonUnassigned
+)
+
+// target is one kept target and its owners.
+type target struct {
+	relabel.Target
+	slots []slot
+	// deadline ends the handoff while a slot is INCOMING.
+	deadline time.Time
+	interval time.Duration // from __scrape_interval__, 0 if absent
+	reason   uint8
+	// Last load reported by an owner.
+	series uint64
+	up     bool
+}
+
+// slot is one worker holding a target.
+type slot struct {
+	w       *worker
+	state   shardscrapev1.TargetState
+	replica uint32
+	// leaving: an ACTIVE slot whose worker is no longer a desired owner; it
+	// turns OUTGOING once no slot of the target is INCOMING.
+	leaving bool
+	// outGen is the generation that brought OUTGOING to the worker (0:
+	// not sent yet).
+	outGen uint64
+}
+
+func (t *target) slotOf(w *worker) int {
+	for i := range t.slots {
+		if t.slots[i].w == w {
+			return i
+		}
+	}
+	return -1
+}
+
+func intervalOf(ls labels.Labels) time.Duration {
+	v := ls.Get(model.ScrapeIntervalLabel)
+	if v == "" {
+		return 0
+	}
+	d, err := model.ParseDuration(v)
+	if err != nil {
+		return 0
+	}
+	return time.Duration(d)
+}
+
+func labelsEqual(t *target, rt *relabel.Target) bool {
+	return labels.Equal(t.Labels, rt.Labels)
+}
+
+// touch records that what w should hold of target id may have changed.
+func (c *Coordinator) touch(w *worker, id uint64) {
+	if !w.alive() {
+		return
+	}
+	if !w.needSnapshot {
+		w.pending[id] = struct{}{}
+		// A worker far behind gets a snapshot instead: pending never grows
+		// past about twice what the worker holds.
+		if len(w.pending) > 2*len(w.owned)+4096 {
+			w.needSnapshot = true
+			w.pending = map[uint64]struct{}{}
+		}
+	}
+	c.dirty[w] = struct{}{}
+}
+
+func (c *Coordinator) markDirty(w *worker) { c.dirty[w] = struct{}{} }
+
+// members returns the workers on the ring, sorted by id.
+func (c *Coordinator) members() []*worker {
+	ws := c.scratch[:0]
+	for _, w := range c.workers {
+		if w.onRing() {
+			ws = append(ws, w)
+		}
+	}
+	slices.SortFunc(ws, func(a, b *worker) int { return strings.Compare(a.id, b.id) })
+	c.scratch = ws
+	return ws
+}
+
+// updateRing rebuilds the ring when the active member set changed.
+func (c *Coordinator) updateRing() {
+	ws := c.members()
+	var sb strings.Builder
+	ms := make([]shardring.Member, 0, len(ws))
+	for _, w := range ws {
+		sb.WriteString(w.id)
+		sb.WriteByte(0)
+		sb.WriteString(strconv.FormatFloat(w.capacity, 'g', -1, 64))
+		sb.WriteByte(0)
+		sb.WriteString(w.zone)
+		sb.WriteByte(0)
+		ms = append(ms, shardring.Member{ID: w.id, Weight: w.capacity, Zone: w.zone})
+	}
+	if sig := sb.String(); sig != c.ringSig || (c.ring == nil && len(ms) > 0) {
+		c.ringSig = sig
+		c.ring = nil
+		if len(ms) > 0 {
+			r, err := shardring.New(ms, c.opts.Ring)
+			if err != nil {
+				// Members are validated on Join; this is a bug.
+				c.logger.Error("Build ring", "err", err)
+			} else {
+				c.ring = r
+			}
+		}
+	}
+}
+
+// reconcile recomputes every target's desired owners and moves the owner
+// slots towards them: ring assignment, then pins, excludes and pause.
+func (c *Coordinator) reconcile() {
+	if c.grace || !c.needReconcile {
+		return
+	}
+	c.needReconcile = false
+	c.updateRing()
+	c.lastAsgn, c.asgnKeys = nil, nil
+	order := make([]*target, 0, len(c.targets))
+	keys := make([]uint64, 0, len(c.targets))
+	var one [1]*worker
+	for _, t := range c.targets {
+		if _, ok := c.admin.excluded(t.Job, t.Address); ok {
+			c.applyDesired(t, nil, reasonExcluded)
+			continue
+		}
+		if id, ok := c.admin.pinned(t.Job, t.Address); ok {
+			if w := c.workers[id]; w != nil && w.onRing() {
+				one[0] = w
+				c.applyDesired(t, one[:], reasonPinned)
+				continue
+			}
+		}
+		order = append(order, t)
+		keys = append(keys, t.Key)
+	}
+	if c.ring == nil {
+		for _, t := range order {
+			c.applyDesired(t, nil, reasonUnassigned)
+		}
+		return
+	}
+	rf := c.opts.ReplicationFactor
+	var asg *shardring.Assignment
+	if rf == 1 {
+		asg = c.ring.Assign(keys)
+		c.lastAsgn, c.asgnKeys = asg, order
+	}
+	desired := make([]*worker, 0, rf)
+	for i, t := range order {
+		desired = desired[:0]
+		if asg != nil {
+			desired = append(desired, c.workers[asg.Owner(i)])
+		} else {
+			for _, id := range c.ring.Owners(t.Key, rf) {
+				desired = append(desired, c.workers[id])
+			}
+		}
+		reason := reasonRing
+		if c.admin.Paused {
+			if kept := c.keptOwners(t, desired[:0:0]); len(kept) > 0 {
+				if !sameWorkers(kept, desired) {
+					reason = reasonPaused
+				}
+				desired = kept
+			}
+		}
+		c.applyDesired(t, desired, reason)
+	}
+}
+
+// keptOwners appends the target's current owners that stay (not leaving,
+// not outgoing, on the ring), in replica order: while paused they keep it.
+func (c *Coordinator) keptOwners(t *target, dst []*worker) []*worker {
+	for _, s := range t.slots {
+		if s.state != stateOutgoing && !s.leaving && s.w.onRing() && len(dst) < c.opts.ReplicationFactor {
+			dst = append(dst, s.w)
+		}
+	}
+	return dst
+}
+
+func sameWorkers(a, b []*worker) bool {
+	return slices.Equal(a, b)
+}
+
+// applyDesired moves t's slots towards the desired owners (replica i is
+// desired[i]). desired nil with reasonExcluded drops every slot (the
+// workers stop the target with staleness markers); with reasonUnassigned
+// (no worker can take it) the current owners keep it.
+func (c *Coordinator) applyDesired(t *target, desired []*worker, reason uint8) {
+	t.reason = reason
+	if reason == reasonExcluded {
+		c.dropAll(t)
+		return
+	}
+	if len(desired) == 0 {
+		for i := range t.slots {
+			if t.slots[i].state == stateActive {
+				t.slots[i].leaving = true
+			}
+		}
+		c.settle(t)
+		return
+	}
+	// Fast path: already exactly where it should be.
+	if len(desired) == 1 && len(t.slots) == 1 {
+		s := &t.slots[0]
+		if s.w == desired[0] && s.state == stateActive && !s.leaving && s.replica == 0 {
+			return
+		}
+	}
+	added, had := false, len(t.slots) > 0
+	for r, d := range desired {
+		i := t.slotOf(d)
+		if i < 0 {
+			t.slots = append(t.slots, slot{w: d, state: stateNew, replica: uint32(r)})
+			d.owned[t.ID] = struct{}{}
+			c.touch(d, t.ID)
+			added = true
+			continue
+		}
+		s := &t.slots[i]
+		if s.state == stateOutgoing {
+			// Moving back before the worker stopped it: hand it over anew.
+			s.state, s.outGen = stateNew, 0
+			delete(d.outgoing, t.ID)
+			c.touch(d, t.ID)
+			added = true
+		}
+		s.leaving = false
+		if s.replica != uint32(r) {
+			s.replica = uint32(r)
+			c.touch(d, t.ID)
+		}
+	}
+	leaving := false
+	for i := range t.slots {
+		s := &t.slots[i]
+		if slices.Contains(desired, s.w) {
+			continue
+		}
+		switch s.state {
+		case stateIncoming:
+			// Moving on before the handoff completed: stop it without
+			// staleness markers, the old owner still scrapes it.
+			c.makeOutgoing(t, s)
+		case stateActive:
+			s.leaving = true
+			leaving = true
+		}
+	}
+	if added && had {
+		c.moves++
+	}
+	if added {
+		for i := range t.slots {
+			s := &t.slots[i]
+			if s.state != stateNew {
+				continue
+			}
+			if leaving {
+				s.state = stateIncoming
+				if _, ok := c.handoffs[t.ID]; !ok {
+					t.deadline = c.opts.Now().Add(c.handoffTimeout(t))
+					c.handoffs[t.ID] = t
+					c.metrics.handoffsStarted.Inc()
+				}
+			} else {
+				s.state = stateActive
+			}
+		}
+	}
+	c.settle(t)
+}
+
+func (c *Coordinator) makeOutgoing(t *target, s *slot) {
+	s.state, s.leaving, s.outGen = stateOutgoing, false, 0
+	s.w.outgoing[t.ID] = struct{}{}
+	c.touch(s.w, t.ID)
+}
+
+// settle completes what t's slots allow: incoming owners without an owner
+// to take over from become active; leaving owners turn outgoing once no
+// owner is incoming and another owner holds the target.
+func (c *Coordinator) settle(t *target) {
+	var incoming, leaving, staying bool
+	for _, s := range t.slots {
+		switch {
+		case s.state == stateIncoming:
+			incoming = true
+		case s.state == stateActive && s.leaving:
+			leaving = true
+		case s.state == stateActive:
+			staying = true
+		}
+	}
+	if incoming && !leaving {
+		for i := range t.slots {
+			if s := &t.slots[i]; s.state == stateIncoming {
+				s.state = stateActive
+				c.touch(s.w, t.ID)
+			}
+		}
+		incoming, staying = false, true
+	}
+	if !incoming {
+		delete(c.handoffs, t.ID)
+		if leaving && staying {
+			for i := range t.slots {
+				if s := &t.slots[i]; s.state == stateActive && s.leaving {
+					c.makeOutgoing(t, s)
+				}
+			}
+		}
+	}
+}
+
+// dropSlot removes slot i of t; the worker gets removed_target_ids.
+func (c *Coordinator) dropSlot(t *target, i int) {
+	w := t.slots[i].w
+	delete(w.owned, t.ID)
+	delete(w.outgoing, t.ID)
+	c.touch(w, t.ID)
+	t.slots = slices.Delete(t.slots, i, i+1)
+}
+
+// dropAll removes every slot of t: gone from discovery or excluded.
+func (c *Coordinator) dropAll(t *target) {
+	for len(t.slots) > 0 {
+		c.dropSlot(t, len(t.slots)-1)
+	}
+	delete(c.handoffs, t.ID)
+}
+
+// expire ends w's lease: it leaves the ring and its targets go to their
+// new owners at once.
+func (c *Coordinator) expire(w *worker) {
+	c.release(w, shardscrapev1.WorkerState_WORKER_STATE_EXPIRED)
+}
+
+// release takes w off the ring and drops its slots without messages; state
+// is EXPIRED, or UNSPECIFIED to forget the worker (after Leave).
+func (c *Coordinator) release(w *worker, state shardscrapev1.WorkerState) {
+	for id := range w.owned {
+		t := c.targets[id]
+		if t == nil {
+			continue
+		}
+		if i := t.slotOf(w); i >= 0 {
+			t.slots = slices.Delete(t.slots, i, i+1)
+		}
+		c.settle(t)
+	}
+	w.owned = map[uint64]struct{}{}
+	w.outgoing = map[uint64]struct{}{}
+	w.pending = map[uint64]struct{}{}
+	w.needSnapshot = true
+	w.state = state
+	w.endSession(errLeaseGone)
+	delete(c.dirty, w)
+	delete(c.updWaiting, w)
+	if state == shardscrapev1.WorkerState_WORKER_STATE_UNSPECIFIED {
+		delete(c.workers, w.id)
+	}
+	c.needReconcile = true
+	// Wake Leave waiters even when no stream changed.
+	close(c.changed)
+	c.changed = make(chan struct{})
+}
+
+// settleDrains marks drained workers that hold nothing any more.
+func (c *Coordinator) settleDrains() {
+	for _, w := range c.workers {
+		if w.state == shardscrapev1.WorkerState_WORKER_STATE_DRAINING && !w.leaving && w.holders() == 0 {
+			w.state = shardscrapev1.WorkerState_WORKER_STATE_DRAINED
+		}
+	}
+}
+
+// endGrace ends the startup grace: the previous owners that joined again
+// hold their targets as before, then the ring takes over.
+func (c *Coordinator) endGrace() {
+	c.grace = false
+	for id, owners := range c.prevOwners {
+		t := c.targets[id]
+		if t == nil || len(t.slots) > 0 {
+			continue
+		}
+		for r, o := range owners {
+			w := c.workers[o]
+			if w == nil || !w.onRing() || t.slotOf(w) >= 0 {
+				continue
+			}
+			t.slots = append(t.slots, slot{w: w, state: stateActive, replica: uint32(r)})
+			w.owned[id] = struct{}{}
+			c.touch(w, id)
+		}
+	}
+	c.prevOwners, c.prevIDs = nil, nil
+	c.needReconcile = true
+	for _, w := range c.workers {
+		if w.alive() {
+			c.markDirty(w)
+		}
+	}
+	c.logger.Info("Startup grace over", "workers", len(c.workers), "targets", len(c.targets))
+}
