@@ -179,12 +179,6 @@ func (s *Server) Apply(objs ...runtime.Object) error {
 		if !st.res.namespaced {
 			m.SetNamespace("")
 		}
-		if m.GetUID() == "" {
-			m.SetUID(uid(st.res.kind + "/" + m.GetNamespace() + "/" + m.GetName()))
-		}
-		if ts := m.GetCreationTimestamp(); ts.IsZero() {
-			m.SetCreationTimestamp(now)
-		}
 		e := &entry{obj: c, ns: m.GetNamespace(), name: m.GetName(), labels: labels.Set(m.GetLabels()), fields: objectFields(st.res, c, m)}
 		ps = append(ps, prepared{st: st, key: e.ns + "/" + e.name, e: e})
 	}
@@ -194,13 +188,29 @@ func (s *Server) Apply(objs ...runtime.Object) error {
 	for _, p := range ps {
 		s.rv++
 		p.e.rv = s.rv
-		p.e.obj.(metav1.Object).SetResourceVersion(strconv.FormatUint(s.rv, 10))
+		prev := p.st.objs[p.key]
+		m := p.e.obj.(metav1.Object)
+		m.SetResourceVersion(strconv.FormatUint(s.rv, 10))
+		// Like the apiserver, keep uid and creationTimestamp across updates.
+		if m.GetUID() == "" {
+			if prev != nil {
+				m.SetUID(prev.obj.(metav1.Object).GetUID())
+			} else {
+				m.SetUID(uid(p.st.res.kind + "/" + p.key + "/" + strconv.FormatUint(s.rv, 10)))
+			}
+		}
+		if ts := m.GetCreationTimestamp(); ts.IsZero() {
+			if prev != nil {
+				m.SetCreationTimestamp(prev.obj.(metav1.Object).GetCreationTimestamp())
+			} else {
+				m.SetCreationTimestamp(now)
+			}
+		}
 		b, err := json.Marshal(p.e.obj)
 		if err != nil {
 			return fmt.Errorf("apply %s %s: encode: %w", p.st.res.kind, p.key, err)
 		}
 		p.e.json = b
-		prev := p.st.objs[p.key]
 		typ := watch.Added
 		if prev != nil {
 			typ = watch.Modified

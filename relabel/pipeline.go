@@ -1,0 +1,495 @@
+package relabel
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/bits"
+	"net"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/cespare/xxhash/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/config"
+	"github.com/prometheus/prometheus/discovery/targetgroup"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/scrape"
+
+	"github.com/shardscrape/shardscrape/internal/targetid"
+)
+
+// Ownership key modes (PipelineOptions.OwnershipKey).
+const (
+	// OwnershipKeyLabels keys a target by its identity after relabeling
+	// (Target.ID): the default.
+	OwnershipKeyLabels = "labels"
+	// OwnershipKeyAddress keys a target by its discovered __address__ alone,
+	// so every job's targets at one address have one owner.
+	OwnershipKeyAddress = "address"
+)
+
+// TargetLabels name the plain target labels enrichment adds from a pod; an
+// empty name leaves that label out.
+type TargetLabels struct {
+	Pod, Namespace, Node, PodIP string
+}
+
+// DefaultTargetLabels are the target labels added unless configured
+// otherwise.
+var DefaultTargetLabels = TargetLabels{Pod: "pod", Namespace: "namespace", Node: "node", PodIP: "pod_ip"}
+
+func (t TargetLabels) validate() error {
+	for _, n := range []string{t.Pod, t.Namespace, t.Node, t.PodIP} {
+		if n != "" && (!model.LegacyValidation.IsValidLabelName(n) || strings.HasPrefix(n, model.ReservedLabelPrefix)) {
+			return fmt.Errorf("pod target label %q: invalid or reserved label name", n)
+		}
+	}
+	return nil
+}
+
+// PipelineOptions configure a Pipeline.
+type PipelineOptions struct {
+	// Pods enriches targets whose __address__ host is a pod IP; nil turns
+	// enrichment off.
+	Pods PodLookup
+	// TargetLabels names the plain labels added from the pod; nil means
+	// DefaultTargetLabels, &TargetLabels{} adds none (the __meta_pod_*
+	// labels are added either way).
+	TargetLabels *TargetLabels
+	// OwnershipKey is OwnershipKeyLabels ("" too) or OwnershipKeyAddress.
+	OwnershipKey string
+	// Parallelism is how many goroutines relabel at once; 0 is GOMAXPROCS.
+	Parallelism int
+}
+
+// Pipeline turns a job's discovered target groups into the targets the
+// coordinator assigns: enrichment, then the job's relabel_configs through
+// Prometheus's scrape.PopulateLabels to drop targets and compute each kept
+// target's id and ownership key. Results are cached per target group
+// (by source and content, and the pods its targets map to), so groups that
+// did not change cost a hash. Safe for concurrent use.
+type Pipeline struct {
+	opts    PipelineOptions
+	names   TargetLabels
+	logger  *slog.Logger
+	metrics *pipelineMetrics
+
+	mu   sync.Mutex
+	jobs map[string]*jobState
+}
+
+type jobState struct {
+	mu    sync.Mutex
+	cfg   *config.ScrapeConfig
+	cache map[string]*groupResult // by group source
+}
+
+type groupResult struct {
+	hash       uint64
+	podVersion uint64
+	pods       []*Pod // the pod each target mapped to, nil for none
+	kept       []Target
+	errs       []error
+	dropped    int
+	enriched   int
+}
+
+// versioned is implemented by pod lookups that can say nothing changed.
+type versioned interface{ Version() uint64 }
+
+type pipelineMetrics struct {
+	targets     *prometheus.GaugeVec
+	errors      *prometheus.CounterVec
+	groupsCache *prometheus.CounterVec
+}
+
+func newPipelineMetrics(reg prometheus.Registerer) (*pipelineMetrics, error) {
+	m := &pipelineMetrics{
+		targets: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "shardscrape_relabel_targets",
+			Help: "Targets of a job at its last pipeline run, by state: discovered, kept, dropped (by relabeling), failed (relabeling error), duplicate (same id as a kept one), enriched (address at a pod IP).",
+		}, []string{"job", "state"}),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shardscrape_relabel_errors_total",
+			Help: "Targets that failed relabeling (e.g. an invalid address after relabel_configs), per pipeline run.",
+		}, []string{"job"}),
+		groupsCache: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shardscrape_relabel_group_cache_total",
+			Help: "Target groups whose pipeline result was reused (hit) or computed (miss).",
+		}, []string{"result"}),
+	}
+	if reg != nil {
+		for _, c := range []prometheus.Collector{m.targets, m.errors, m.groupsCache} {
+			if err := reg.Register(c); err != nil {
+				return nil, fmt.Errorf("register pipeline metrics: %w", err)
+			}
+		}
+	}
+	return m, nil
+}
+
+// NewPipeline returns a pipeline with no jobs; ApplyConfig gives it some.
+func NewPipeline(opts PipelineOptions, logger *slog.Logger, reg prometheus.Registerer) (*Pipeline, error) {
+	switch opts.OwnershipKey {
+	case "":
+		opts.OwnershipKey = OwnershipKeyLabels
+	case OwnershipKeyLabels, OwnershipKeyAddress:
+	default:
+		return nil, fmt.Errorf("ownership key %q: want %q or %q", opts.OwnershipKey, OwnershipKeyLabels, OwnershipKeyAddress)
+	}
+	names := DefaultTargetLabels
+	if opts.TargetLabels != nil {
+		names = *opts.TargetLabels
+	}
+	if err := names.validate(); err != nil {
+		return nil, err
+	}
+	if opts.Parallelism <= 0 {
+		opts.Parallelism = runtime.GOMAXPROCS(0)
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	m, err := newPipelineMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	return &Pipeline{opts: opts, names: names, logger: logger.With("component", "relabel"), metrics: m, jobs: map[string]*jobState{}}, nil
+}
+
+// ApplyConfig takes the scrape configs of cfg (scrape_config_files
+// included). Jobs whose config changed lose their cache; jobs gone are
+// forgotten.
+func (p *Pipeline) ApplyConfig(cfg *config.Config) error {
+	scs, err := cfg.GetScrapeConfigs()
+	if err != nil {
+		return fmt.Errorf("relabel pipeline: scrape configs: %w", err)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	jobs := make(map[string]*jobState, len(scs))
+	for _, sc := range scs {
+		if old, ok := p.jobs[sc.JobName]; ok {
+			old.mu.Lock()
+			if old.cfg != sc {
+				old.cfg, old.cache = sc, map[string]*groupResult{}
+			}
+			old.mu.Unlock()
+			jobs[sc.JobName] = old
+			continue
+		}
+		jobs[sc.JobName] = &jobState{cfg: sc, cache: map[string]*groupResult{}}
+	}
+	for job := range p.jobs {
+		if _, ok := jobs[job]; !ok {
+			p.metrics.targets.DeletePartialMatch(prometheus.Labels{"job": job})
+			p.metrics.errors.DeleteLabelValues(job)
+		}
+	}
+	p.jobs = jobs
+	return nil
+}
+
+// ScrapeConfig returns the scrape config of job, or nil.
+func (p *Pipeline) ScrapeConfig(job string) *config.ScrapeConfig {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if j, ok := p.jobs[job]; ok {
+		j.mu.Lock()
+		defer j.mu.Unlock()
+		return j.cfg
+	}
+	return nil
+}
+
+// ErrUnknownJob is returned by Targets for a job with no scrape config.
+var ErrUnknownJob = errors.New("unknown job")
+
+// Targets runs job's discovered groups (all of them: groups not passed are
+// forgotten) through the pipeline and returns the kept targets, one per
+// id, in group order, and the relabeling failures (targets that Prometheus
+// would also refuse, as scrape.TargetsFromGroup reports them).
+func (p *Pipeline) Targets(job string, groups []*targetgroup.Group) ([]Target, []error) {
+	p.mu.Lock()
+	j, ok := p.jobs[job]
+	p.mu.Unlock()
+	if !ok {
+		return nil, []error{fmt.Errorf("job %q: %w", job, ErrUnknownJob)}
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+
+	var podVersion uint64
+	vp, hasVersion := p.opts.Pods.(versioned)
+	if hasVersion {
+		podVersion = vp.Version()
+	}
+
+	// Find the groups whose cached result is stale.
+	results := make([]*groupResult, len(groups))
+	hashes := make([]uint64, len(groups))
+	var stale []int
+	p.parallel(len(groups), func(i int) {
+		tg := groups[i]
+		if tg == nil {
+			return
+		}
+		h := groupHash(tg)
+		hashes[i] = h
+		if r, ok := j.cacheGet(tg.Source); ok && r.hash == h && p.podsUnchanged(r, tg, hasVersion, podVersion) {
+			results[i] = r
+		}
+	})
+	for i, tg := range groups {
+		if tg != nil && results[i] == nil {
+			stale = append(stale, i)
+		}
+	}
+	p.metrics.groupsCache.WithLabelValues("hit").Add(float64(len(groups) - len(stale)))
+	p.metrics.groupsCache.WithLabelValues("miss").Add(float64(len(stale)))
+
+	// Relabel the stale groups in chunks, in parallel.
+	type chunk struct{ g, lo, hi int }
+	const chunkSize = 2048
+	var chunks []chunk
+	for _, gi := range stale {
+		n := len(groups[gi].Targets)
+		results[gi] = &groupResult{hash: hashes[gi], podVersion: podVersion, pods: make([]*Pod, n)}
+		for lo := 0; lo < n; lo += chunkSize {
+			chunks = append(chunks, chunk{gi, lo, min(lo+chunkSize, n)})
+		}
+	}
+	parts := make([]groupResult, len(chunks))
+	p.parallel(len(chunks), func(i int) {
+		c := chunks[i]
+		p.relabel(job, j.cfg, groups[c.g], c.lo, c.hi, results[c.g].pods, &parts[i])
+	})
+	for i, c := range chunks {
+		r := results[c.g]
+		r.kept = append(r.kept, parts[i].kept...)
+		r.errs = append(r.errs, parts[i].errs...)
+		r.dropped += parts[i].dropped
+		r.enriched += parts[i].enriched
+	}
+
+	// Replace the cache with this run's groups, and merge.
+	cache := make(map[string]*groupResult, len(groups))
+	total, discovered, dropped, enriched := 0, 0, 0, 0
+	var errs []error
+	for i, tg := range groups {
+		if tg == nil {
+			continue
+		}
+		r := results[i]
+		cache[tg.Source] = r
+		total += len(r.kept)
+		discovered += len(tg.Targets)
+		dropped += r.dropped
+		enriched += r.enriched
+		errs = append(errs, r.errs...)
+	}
+	j.cache = cache
+
+	out := make([]Target, 0, total)
+	seen := make(map[uint64]int, total)
+	dups := 0
+	for i := range groups {
+		if results[i] == nil {
+			continue
+		}
+		for _, t := range results[i].kept {
+			if k, ok := seen[t.ID]; ok {
+				dups++
+				// Keep the same one whatever the group order.
+				if labels.Compare(t.Labels, out[k].Labels) < 0 {
+					out[k] = t
+				}
+				continue
+			}
+			seen[t.ID] = len(out)
+			out = append(out, t)
+		}
+	}
+
+	m := p.metrics.targets
+	m.WithLabelValues(job, "discovered").Set(float64(discovered))
+	m.WithLabelValues(job, "kept").Set(float64(len(out)))
+	m.WithLabelValues(job, "dropped").Set(float64(dropped))
+	m.WithLabelValues(job, "failed").Set(float64(len(errs)))
+	m.WithLabelValues(job, "duplicate").Set(float64(dups))
+	m.WithLabelValues(job, "enriched").Set(float64(enriched))
+	if len(errs) > 0 {
+		p.metrics.errors.WithLabelValues(job).Add(float64(len(errs)))
+	}
+	return out, errs
+}
+
+func (j *jobState) cacheGet(src string) (*groupResult, bool) {
+	r, ok := j.cache[src]
+	return r, ok
+}
+
+// podsUnchanged reports whether every target of a cached group still maps
+// to the same pod.
+func (p *Pipeline) podsUnchanged(r *groupResult, tg *targetgroup.Group, hasVersion bool, version uint64) bool {
+	if p.opts.Pods == nil || (hasVersion && r.podVersion == version) {
+		return true
+	}
+	for i, t := range tg.Targets {
+		if p.lookup(t, tg.Labels) != r.pods[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// parallel calls f(0..n-1) on up to Parallelism goroutines.
+func (p *Pipeline) parallel(n int, f func(i int)) {
+	workers := min(p.opts.Parallelism, n)
+	if workers <= 1 {
+		for i := range n {
+			f(i)
+		}
+		return
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				f(i)
+			}
+		})
+	}
+	wg.Wait()
+}
+
+func (p *Pipeline) lookup(tLabels, tgLabels model.LabelSet) *Pod {
+	if p.opts.Pods == nil {
+		return nil
+	}
+	addr, ok := tLabels[model.AddressLabel]
+	if !ok {
+		addr = tgLabels[model.AddressLabel]
+	}
+	if addr == "" {
+		return nil
+	}
+	return p.opts.Pods.Lookup(addressHost(string(addr)))
+}
+
+// addressHost returns the host of a host:port (or bare host) address.
+func addressHost(addr string) string {
+	if h, _, err := net.SplitHostPort(addr); err == nil {
+		return h
+	}
+	return strings.TrimSuffix(strings.TrimPrefix(addr, "["), "]")
+}
+
+// relabel runs targets lo..hi of tg through enrichment and relabeling into
+// out, recording the pod each mapped to in pods.
+func (p *Pipeline) relabel(job string, cfg *config.ScrapeConfig, tg *targetgroup.Group, lo, hi int, pods []*Pod, out *groupResult) {
+	lb := labels.NewBuilder(labels.EmptyLabels())
+	db := labels.NewBuilder(labels.EmptyLabels())
+	for i := lo; i < hi; i++ {
+		tLabels := tg.Targets[i]
+		if pod := p.lookup(tLabels, tg.Labels); pod != nil {
+			pods[i] = pod
+			tLabels = Enrich(tLabels, tg.Labels, pod, p.names)
+			out.enriched++
+		}
+		lset, err := scrape.PopulateLabels(lb, cfg, tLabels, tg.Labels)
+		if err != nil {
+			// As scrape.TargetsFromGroup words it.
+			out.errs = append(out.errs, fmt.Errorf("instance %d in group %s: %w", i, tg, err))
+			continue
+		}
+		if lset.IsEmpty() {
+			out.dropped++
+			continue
+		}
+		st := scrape.NewTarget(lset, cfg, tLabels, tg.Labels)
+		t := Target{ID: targetid.Of(job, st), Job: job, Labels: discoveredLabels(db, tLabels, tg.Labels)}
+		t.Address = t.Labels.Get(model.AddressLabel)
+		if p.opts.OwnershipKey == OwnershipKeyAddress {
+			t.Key = xxhash.Sum64String(t.Address)
+		} else {
+			t.Key = t.ID
+		}
+		out.kept = append(out.kept, t)
+	}
+}
+
+// discoveredLabels merges target and group labels (the target's win), as
+// Prometheus does before relabeling, without the scrape config defaults.
+func discoveredLabels(b *labels.Builder, tLabels, tgLabels model.LabelSet) labels.Labels {
+	b.Reset(labels.EmptyLabels())
+	for n, v := range tgLabels {
+		b.Set(string(n), string(v))
+	}
+	for n, v := range tLabels {
+		b.Set(string(n), string(v))
+	}
+	return b.Labels()
+}
+
+// Enrich returns tLabels with pod's labels added: its __meta_pod_* labels
+// and the plain target labels names has. A label the target already has
+// (in tLabels or its group's tgLabels) is never overwritten. tLabels is not
+// modified.
+func Enrich(tLabels, tgLabels model.LabelSet, pod *Pod, names TargetLabels) model.LabelSet {
+	out := make(model.LabelSet, len(tLabels)+len(pod.meta)+4)
+	for n, v := range tLabels {
+		out[n] = v
+	}
+	add := func(n model.LabelName, v model.LabelValue) {
+		if n == "" {
+			return
+		}
+		if _, ok := out[n]; ok {
+			return
+		}
+		if _, ok := tgLabels[n]; ok {
+			return
+		}
+		out[n] = v
+	}
+	for n, v := range pod.meta {
+		add(n, v)
+	}
+	add(model.LabelName(names.Pod), model.LabelValue(pod.Name))
+	add(model.LabelName(names.Namespace), model.LabelValue(pod.Namespace))
+	add(model.LabelName(names.Node), model.LabelValue(pod.Node))
+	add(model.LabelName(names.PodIP), model.LabelValue(pod.IP))
+	return out
+}
+
+// groupHash hashes a group's labels and targets, independent of map order.
+func groupHash(tg *targetgroup.Group) uint64 {
+	h := mix(xxhash.Sum64String(tg.Source), setHash(tg.Labels))
+	h = mix(h, uint64(len(tg.Targets)))
+	for _, t := range tg.Targets {
+		h = mix(h, setHash(t))
+	}
+	return h
+}
+
+func setHash(ls model.LabelSet) uint64 {
+	var s uint64
+	for n, v := range ls {
+		s += xxhash.Sum64String(string(n)) ^ (xxhash.Sum64String(string(v)) * 0x9e3779b97f4a7c15)
+	}
+	return s
+}
+
+func mix(h, x uint64) uint64 {
+	return (bits.RotateLeft64(h, 27) ^ x) * 0xff51afd7ed558ccd
+}
