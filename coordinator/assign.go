@@ -414,25 +414,18 @@ func (c *Coordinator) settleDrains() {
 }
 
 // endGrace ends the startup grace: the previous owners that joined again
-// hold their targets as before, then the ring takes over.
+// hold their targets as before, then the ring takes over. Targets that
+// discovery has not found again yet get their previous owners when they
+// appear, for a while (prevUntil).
 func (c *Coordinator) endGrace() {
 	c.grace = false
-	for id, owners := range c.prevOwners {
-		t := c.targets[id]
-		if t == nil || len(t.slots) > 0 {
-			continue
-		}
-		for r, o := range owners {
-			w := c.workers[o]
-			if w == nil || !w.onRing() || t.slotOf(w) >= 0 {
-				continue
-			}
-			t.slots = append(t.slots, slot{w: w, state: stateActive, replica: uint32(r)})
-			w.owned[id] = struct{}{}
-			c.touch(w, id)
+	for id := range c.prevOwners {
+		if t := c.targets[id]; t != nil {
+			c.seedPrevious(t)
 		}
 	}
-	c.prevOwners, c.prevIDs = nil, nil
+	c.prevIDs = nil
+	c.prevUntil = c.opts.Now().Add(10 * c.opts.LeaseTTL)
 	c.needReconcile = true
 	for _, w := range c.workers {
 		if w.alive() {
@@ -440,4 +433,26 @@ func (c *Coordinator) endGrace() {
 		}
 	}
 	c.logger.Info("Startup grace over", "workers", len(c.workers), "targets", len(c.targets))
+}
+
+// seedPrevious gives t, when it has no owner yet, the owners it had before
+// the restart that are on the ring.
+func (c *Coordinator) seedPrevious(t *target) {
+	owners, ok := c.prevOwners[t.ID]
+	if !ok {
+		return
+	}
+	delete(c.prevOwners, t.ID)
+	if len(t.slots) > 0 {
+		return
+	}
+	for r, o := range owners {
+		w := c.workers[o]
+		if w == nil || !w.onRing() || t.slotOf(w) >= 0 {
+			continue
+		}
+		t.slots = append(t.slots, slot{w: w, state: stateActive, replica: uint32(r)})
+		w.owned[t.ID] = struct{}{}
+		c.touch(w, t.ID)
+	}
 }

@@ -185,6 +185,7 @@ type Coordinator struct {
 	graceUntil time.Time
 	prevOwners map[uint64][]string
 	prevIDs    map[string]struct{}
+	prevUntil  time.Time
 
 	// Latency from UpdateTargets to every stream sent.
 	updStart   time.Time
@@ -257,6 +258,9 @@ func (c *Coordinator) tick() {
 	now := c.opts.Now()
 	if c.grace && !now.Before(c.graceUntil) {
 		c.endGrace()
+	}
+	if !c.grace && c.prevOwners != nil && now.After(c.prevUntil) {
+		c.prevOwners = nil
 	}
 	for _, w := range c.workers {
 		if w.state != shardscrapev1.WorkerState_WORKER_STATE_EXPIRED && now.After(w.leaseExpiry) {
@@ -342,7 +346,11 @@ func (c *Coordinator) setJobTargets(job string, ts []relabel.Target) {
 			}
 			continue
 		}
-		c.targets[rt.ID] = &target{Target: *rt, interval: intervalOf(rt.Labels)}
+		t := &target{Target: *rt, interval: intervalOf(rt.Labels)}
+		c.targets[rt.ID] = t
+		if c.prevOwners != nil && !c.grace {
+			c.seedPrevious(t)
+		}
 	}
 	for _, id := range old {
 		if _, ok := keep[id]; ok {
