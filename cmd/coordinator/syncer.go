@@ -1,0 +1,146 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/prometheus/prometheus/config"
+	"github.com/prometheus/prometheus/discovery/targetgroup"
+
+	"github.com/shardscrape/shardscrape/relabel"
+)
+
+// targetPipeline is relabel.Pipeline as the syncer uses it.
+type targetPipeline interface {
+	// ApplyConfig takes the scrape configs of cfg.
+	ApplyConfig(cfg *config.Config) error
+	// Targets returns the kept targets of job's discovered groups, and
+	// the relabeling failures.
+	Targets(job string, groups []*targetgroup.Group) ([]relabel.Target, []error)
+}
+
+var _ targetPipeline = (*relabel.Pipeline)(nil)
+
+// targetSink is where the syncer sends each job's kept targets (the host).
+type targetSink interface {
+	updateTargets(byJob map[string][]relabel.Target, discovered map[string]int)
+}
+
+// syncer runs discovery's target groups through the pipeline into the
+// coordinator core: on every discovery update, on every pod change (pod
+// enrichment) and after a configuration reload.
+type syncer struct {
+	pipeline targetPipeline
+	sink     targetSink
+	logger   *slog.Logger
+
+	mu     sync.Mutex
+	jobs   map[string]struct{}               // jobs of the configuration in force
+	groups map[string][]*targetgroup.Group // latest from discovery, per job
+	sent   map[string]struct{}               // jobs with targets sent
+}
+
+func newSyncer(p targetPipeline, sink targetSink, logger *slog.Logger) *syncer {
+	return &syncer{
+		pipeline: p, sink: sink, logger: logger,
+		jobs: map[string]struct{}{}, groups: map[string][]*targetgroup.Group{}, sent: map[string]struct{}{},
+	}
+}
+
+// applyConfig applies a configuration to the pipeline and re-runs every
+// job: relabel_configs may have changed, and removed jobs lose their
+// targets. Call it before the discovery manager gets the configuration.
+func (s *syncer) applyConfig(cfg *config.Config) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.pipeline.ApplyConfig(cfg); err != nil {
+		return err
+	}
+	scs, err := cfg.GetScrapeConfigs()
+	if err != nil {
+		return err
+	}
+	s.jobs = make(map[string]struct{}, len(scs))
+	for _, sc := range scs {
+		s.jobs[sc.JobName] = struct{}{}
+	}
+	s.resyncLocked(nil)
+	return nil
+}
+
+// update takes a discovery update (every job's groups, as
+// discovery.Manager's SyncCh sends them) and re-runs the jobs in it.
+func (s *syncer) update(tgs map[string][]*targetgroup.Group) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for job, groups := range tgs {
+		s.groups[job] = groups
+	}
+	s.resyncLocked(tgs)
+}
+
+// resync re-runs every job (pods changed).
+func (s *syncer) resync() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.resyncLocked(nil)
+}
+
+// resyncLocked re-runs the jobs in only (all of them when nil), and
+// empties jobs no longer configured.
+func (s *syncer) resyncLocked(only map[string][]*targetgroup.Group) {
+	byJob := map[string][]relabel.Target{}
+	discovered := map[string]int{}
+	for job := range s.sent {
+		if _, ok := s.jobs[job]; !ok {
+			byJob[job] = nil
+			delete(s.sent, job)
+			delete(s.groups, job)
+		}
+	}
+	for job, groups := range s.groups {
+		if _, ok := s.jobs[job]; !ok {
+			delete(s.groups, job)
+			continue
+		}
+		if only != nil {
+			if _, ok := only[job]; !ok {
+				continue
+			}
+		}
+		ts, errs := s.pipeline.Targets(job, groups)
+		if len(errs) > 0 {
+			s.logger.Warn("Targets dropped by relabeling errors", "job", job, "count", len(errs), "err", errs[0])
+		}
+		n := 0
+		for _, g := range groups {
+			if g != nil {
+				n += len(g.Targets)
+			}
+		}
+		byJob[job], discovered[job] = ts, n
+		s.sent[job] = struct{}{}
+	}
+	if len(byJob) > 0 {
+		s.sink.updateTargets(byJob, discovered)
+	}
+}
+
+// run feeds discovery updates and pod changes (podChanged may be nil)
+// until ctx ends.
+func (s *syncer) run(ctx context.Context, syncCh <-chan map[string][]*targetgroup.Group, podChanged <-chan struct{}) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case tgs := <-syncCh:
+			start := time.Now()
+			s.update(tgs)
+			s.logger.Debug("Discovery update applied", "jobs", len(tgs), "duration", time.Since(start))
+		case <-podChanged:
+			s.resync()
+		}
+	}
+}
