@@ -277,7 +277,9 @@ type workerGate struct {
 var _ shardscrapev1.WorkerServiceServer = workerGate{}
 
 func (g workerGate) Join(ctx context.Context, req *shardscrapev1.JoinRequest) (*shardscrapev1.JoinResponse, error) {
-	return forward(g.h, ctx, func(t *term, ctx context.Context) (*shardscrapev1.JoinResponse, error) { return t.worker.Join(ctx, req) })
+	return forward(g.h, ctx, func(t *term, ctx context.Context) (*shardscrapev1.JoinResponse, error) {
+		return t.worker.Join(ctx, req)
+	})
 }
 
 func (g workerGate) Heartbeat(ctx context.Context, req *shardscrapev1.HeartbeatRequest) (*shardscrapev1.HeartbeatResponse, error) {
@@ -287,7 +289,9 @@ func (g workerGate) Heartbeat(ctx context.Context, req *shardscrapev1.HeartbeatR
 }
 
 func (g workerGate) Leave(ctx context.Context, req *shardscrapev1.LeaveRequest) (*shardscrapev1.LeaveResponse, error) {
-	return forward(g.h, ctx, func(t *term, ctx context.Context) (*shardscrapev1.LeaveResponse, error) { return t.worker.Leave(ctx, req) })
+	return forward(g.h, ctx, func(t *term, ctx context.Context) (*shardscrapev1.LeaveResponse, error) {
+		return t.worker.Leave(ctx, req)
+	})
 }
 
 // WatchAssignments runs the stream on the current term's core; when the

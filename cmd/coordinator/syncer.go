@@ -37,9 +37,9 @@ type syncer struct {
 	logger   *slog.Logger
 
 	mu     sync.Mutex
-	jobs   map[string]struct{}               // jobs of the configuration in force
+	jobs   map[string]struct{}             // jobs of the configuration in force
 	groups map[string][]*targetgroup.Group // latest from discovery, per job
-	sent   map[string]struct{}               // jobs with targets sent
+	sent   map[string]struct{}             // jobs with targets sent
 }
 
 func newSyncer(p targetPipeline, sink targetSink, logger *slog.Logger) *syncer {
