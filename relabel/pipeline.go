@@ -398,7 +398,7 @@ func addressHost(addr string) string {
 // out, recording the pod each mapped to in pods.
 func (p *Pipeline) relabel(job string, cfg *config.ScrapeConfig, tg *targetgroup.Group, lo, hi int, pods []*Pod, out *groupResult) {
 	lb := labels.NewBuilder(labels.EmptyLabels())
-	db := labels.NewBuilder(labels.EmptyLabels())
+	db := labels.NewScratchBuilder(32)
 	for i := lo; i < hi; i++ {
 		tLabels := tg.Targets[i]
 		if pod := p.lookup(tLabels, tg.Labels); pod != nil {
@@ -417,7 +417,7 @@ func (p *Pipeline) relabel(job string, cfg *config.ScrapeConfig, tg *targetgroup
 			continue
 		}
 		st := scrape.NewTarget(lset, cfg, tLabels, tg.Labels)
-		t := Target{ID: targetid.Of(job, st), Job: job, Labels: discoveredLabels(db, tLabels, tg.Labels)}
+		t := Target{ID: targetid.Of(job, st), Job: job, Labels: discoveredLabels(&db, tLabels, tg.Labels)}
 		t.Address = t.Labels.Get(model.AddressLabel)
 		if p.opts.OwnershipKey == OwnershipKeyAddress {
 			t.Key = xxhash.Sum64String(t.Address)
@@ -430,14 +430,17 @@ func (p *Pipeline) relabel(job string, cfg *config.ScrapeConfig, tg *targetgroup
 
 // discoveredLabels merges target and group labels (the target's win), as
 // Prometheus does before relabeling, without the scrape config defaults.
-func discoveredLabels(b *labels.Builder, tLabels, tgLabels model.LabelSet) labels.Labels {
-	b.Reset(labels.EmptyLabels())
-	for n, v := range tgLabels {
-		b.Set(string(n), string(v))
-	}
+func discoveredLabels(b *labels.ScratchBuilder, tLabels, tgLabels model.LabelSet) labels.Labels {
+	b.Reset()
 	for n, v := range tLabels {
-		b.Set(string(n), string(v))
+		b.Add(string(n), string(v))
 	}
+	for n, v := range tgLabels {
+		if _, ok := tLabels[n]; !ok {
+			b.Add(string(n), string(v))
+		}
+	}
+	b.Sort()
 	return b.Labels()
 }
 

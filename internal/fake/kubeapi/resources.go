@@ -1,5 +1,7 @@
 package kubeapi
 
+//lint:file-ignore SA1019 Prometheus's endpoints role lists and watches core/v1 Endpoints, so the fake serves them.
+
 import (
 	"reflect"
 	"strconv"
