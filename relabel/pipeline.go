@@ -7,6 +7,7 @@ import (
 	"math/bits"
 	"net"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -229,6 +230,23 @@ func (p *Pipeline) Targets(job string, groups []*targetgroup.Group) ([]Target, [
 		podVersion = vp.Version()
 	}
 
+	// Cache keys: the source, and which occurrence of it this is (two SD
+	// configs of a job may name groups alike, e.g. one Consul service in
+	// two datacenters).
+	keys := make([]string, len(groups))
+	occurrences := map[string]int{}
+	for i, tg := range groups {
+		if tg == nil {
+			continue
+		}
+		n := occurrences[tg.Source]
+		occurrences[tg.Source] = n + 1
+		keys[i] = tg.Source
+		if n > 0 {
+			keys[i] = tg.Source + "\xff" + strconv.Itoa(n)
+		}
+	}
+
 	// Find the groups whose cached result is stale.
 	results := make([]*groupResult, len(groups))
 	hashes := make([]uint64, len(groups))
@@ -240,7 +258,7 @@ func (p *Pipeline) Targets(job string, groups []*targetgroup.Group) ([]Target, [
 		}
 		h := groupHash(tg)
 		hashes[i] = h
-		if r, ok := j.cacheGet(tg.Source); ok && r.hash == h && p.podsUnchanged(r, tg, hasVersion, podVersion) {
+		if r, ok := j.cache[keys[i]]; ok && r.hash == h && p.podsUnchanged(r, tg, hasVersion, podVersion) {
 			results[i] = r
 		}
 	})
@@ -285,7 +303,7 @@ func (p *Pipeline) Targets(job string, groups []*targetgroup.Group) ([]Target, [
 			continue
 		}
 		r := results[i]
-		cache[tg.Source] = r
+		cache[keys[i]] = r
 		total += len(r.kept)
 		discovered += len(tg.Targets)
 		dropped += r.dropped
@@ -326,11 +344,6 @@ func (p *Pipeline) Targets(job string, groups []*targetgroup.Group) ([]Target, [
 		p.metrics.errors.WithLabelValues(job).Add(float64(len(errs)))
 	}
 	return out, errs
-}
-
-func (j *jobState) cacheGet(src string) (*groupResult, bool) {
-	r, ok := j.cache[src]
-	return r, ok
 }
 
 // podsUnchanged reports whether every target of a cached group still maps

@@ -3,6 +3,7 @@ package relabel
 import (
 	"fmt"
 	"strconv"
+	"sync"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -281,4 +282,32 @@ func TestClusterOptions(t *testing.T) {
 		_, err := ClusterOptions{Label: bad, Name: "x"}.ExternalLabels(ext)
 		require.Error(t, err, bad)
 	}
+}
+
+func TestPipelineSameSourceTwiceAndConcurrency(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	p := newPipeline(t, reg, PipelineOptions{Parallelism: 2}, pipelineYAML)
+	// One service name from two Consul datacenters: two groups, one source.
+	a := consulGroup("web", 30, ipOf)
+	b := consulGroup("web", 30, func(i int) string { return ipOf(i + 500) })
+	groups := []*targetgroup.Group{a, b}
+	first, _ := p.Targets("app", groups)
+	second, _ := p.Targets("app", groups)
+	require.Equal(t, first, second)
+	require.Equal(t, 2.0, testutil.ToFloat64(p.metrics.groupsCache.WithLabelValues("hit")), "both cached despite one source")
+	want, _ := prometheusTargets(t, "app", p.ScrapeConfig("app"), groups)
+	require.Len(t, first, len(want))
+
+	// Jobs run concurrently (the race detector checks the rest).
+	var wg sync.WaitGroup
+	for range 4 {
+		for _, job := range []string{"app", "probe"} {
+			wg.Go(func() {
+				ts, _ := p.Targets(job, groups)
+				require.NotEmpty(t, ts)
+			})
+		}
+	}
+	wg.Go(func() { require.NoError(t, p.ApplyConfig(loadConfig(t, pipelineYAML))) })
+	wg.Wait()
 }

@@ -36,6 +36,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"log/slog"
+	"maps"
 	"net/http"
 	"reflect"
 	"slices"
@@ -76,8 +77,9 @@ type Server struct {
 	byType map[reflect.Type]*store
 	byPath map[string]*store // group/version/resource
 
-	mu sync.Mutex
-	rv uint64
+	mu       sync.Mutex
+	rv       uint64
+	requests map[string]uint64
 }
 
 type entry struct {
@@ -117,13 +119,28 @@ func New(opts Options) *Server {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{opts: opts, logger: logger, byType: map[reflect.Type]*store{}, byPath: map[string]*store{}, rv: 1}
+	s := &Server{opts: opts, logger: logger, byType: map[reflect.Type]*store{}, byPath: map[string]*store{}, rv: 1, requests: map[string]uint64{}}
 	for _, r := range resources {
 		st := &store{res: r, objs: map[string]*entry{}, wake: make(chan struct{})}
 		s.byType[r.goType] = st
 		s.byPath[r.apiVersion()+"/"+r.name] = st
 	}
 	return s
+}
+
+// Requests returns how many list and watch requests each resource got,
+// keyed "list pods", "watch pods" (resuming or starting at a version) or
+// "watchlist pods" (sendInitialEvents).
+func (s *Server) Requests() map[string]uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return maps.Clone(s.requests)
+}
+
+func (s *Server) count(key string) {
+	s.mu.Lock()
+	s.requests[key]++
+	s.mu.Unlock()
 }
 
 // ResourceVersion returns the current (latest) resource version.
@@ -428,9 +445,15 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	sel.ns = ns
 	if b, _ := strconv.ParseBool(q.Get("watch")); b {
+		verb := "watch"
+		if b, _ := strconv.ParseBool(q.Get("sendInitialEvents")); b {
+			verb = "watchlist"
+		}
+		s.count(verb + " " + st.res.name)
 		s.serveWatch(w, r, st, sel)
 		return
 	}
+	s.count("list " + st.res.name)
 	s.serveList(w, st, sel)
 }
 

@@ -221,6 +221,7 @@ func TestInformerResumesAfterDisconnect(t *testing.T) {
 	wg.Go(func() { inf.Run(ctx.Done()) })
 	defer func() { cancel(); wg.Wait() }()
 	require.Eventually(t, func() bool { return len(inf.GetStore().List()) == 1 }, wait, 10*time.Millisecond)
+	require.Equal(t, uint64(1), s.Requests()["watchlist pods"], "client-go streams the initial list by default")
 
 	require.NoError(t, srv.Close())
 	require.NoError(t, s.Apply(kubeapi.NewPod("shop", "late", "n1", "10.1.0.9", nil, nil)))
@@ -317,3 +318,32 @@ func TestWatchExpired(t *testing.T) {
 func itoa(v uint64) string { return strconv.FormatUint(v, 10) }
 
 func fieldsEverything() fields.Selector { return fields.Everything() }
+
+// listWatchOnly makes the reflector list then watch (the path client-go
+// takes when watch-list is off or unsupported).
+type listWatchOnly struct{ *cache.ListWatch }
+
+func (listWatchOnly) IsWatchListSemanticsUnSupported() bool { return true }
+
+func TestInformerListThenWatch(t *testing.T) {
+	s, _, _ := cluster(t)
+	srv := serve(t, s)
+	client, err := kubernetes.NewForConfig(&rest.Config{Host: srv.URL})
+	require.NoError(t, err)
+	lw := listWatchOnly{cache.NewListWatchFromClient(client.CoreV1().RESTClient(), "nodes", "", fieldsEverything())}
+	inf := cache.NewSharedIndexInformer(lw, &corev1.Node{}, 0, cache.Indexers{})
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { inf.Run(ctx.Done()) })
+	defer func() { cancel(); wg.Wait() }()
+	require.Eventually(t, func() bool { return len(inf.GetStore().List()) == 1 }, wait, 10*time.Millisecond)
+	require.NoError(t, s.Apply(kubeapi.NewNode("n2", "10.0.0.2", nil)))
+	require.Eventually(t, func() bool { return len(inf.GetStore().List()) == 2 }, wait, 10*time.Millisecond)
+	require.Equal(t, uint64(1), s.Requests()["list nodes"])
+	require.Zero(t, s.Requests()["watchlist nodes"])
+	require.NoError(t, s.Delete(kubeapi.NewNode("n1", "", nil)))
+	require.Eventually(t, func() bool { return len(inf.GetStore().List()) == 1 }, wait, 10*time.Millisecond)
+	_, ok, err := inf.GetStore().GetByKey("n2")
+	require.NoError(t, err)
+	require.True(t, ok)
+}
