@@ -15,6 +15,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -25,6 +26,10 @@ import (
 	"github.com/shardscrape/shardscrape/internal/rpc"
 	v1 "github.com/shardscrape/shardscrape/proto/shardscrape/v1"
 )
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
 
 var testNow = time.Date(2026, 11, 25, 15, 0, 0, 0, time.UTC)
 

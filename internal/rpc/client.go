@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
@@ -204,4 +206,28 @@ func IsLoopbackTarget(target string) bool {
 		}
 	}
 	return hostport != ""
+}
+
+// ClientMetricsDialOptions registers gRPC client metrics on reg
+// (shardscrape_grpc_client_started_total, _handled_total,
+// _msg_received_total, _msg_sent_total, _handling_seconds) and returns the
+// dial options that feed them; append them to ClientOptions.DialOptions.
+// Call it once per registry.
+func ClientMetricsDialOptions(reg prometheus.Registerer) ([]grpc.DialOption, error) {
+	m := grpcprom.NewClientMetrics(
+		grpcprom.WithClientCounterOptions(grpcprom.WithNamespace("shardscrape")),
+		grpcprom.WithClientHandlingTimeHistogram(
+			grpcprom.WithHistogramNamespace("shardscrape"),
+			grpcprom.WithHistogramBuckets([]float64{.001, .005, .01, .05, .1, .5, 1, 5, 10, 60, 300}),
+		),
+	)
+	if reg != nil {
+		if err := reg.Register(m); err != nil {
+			return nil, fmt.Errorf("register gRPC client metrics: %w", err)
+		}
+	}
+	return []grpc.DialOption{
+		grpc.WithChainUnaryInterceptor(m.UnaryClientInterceptor()),
+		grpc.WithChainStreamInterceptor(m.StreamClientInterceptor()),
+	}, nil
 }

@@ -6,7 +6,10 @@ import (
 	"time"
 
 	"github.com/alecthomas/kingpin/v2"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
+
+	shardscrapev1 "github.com/shardscrape/shardscrape/proto/shardscrape/v1"
 )
 
 func TestIsLoopbackTarget(t *testing.T) {
@@ -110,4 +113,23 @@ func TestFlags(t *testing.T) {
 		_, err = app.Parse([]string{bad})
 		require.Error(t, err, bad)
 	}
+}
+
+func TestClientMetrics(t *testing.T) {
+	ts := startServer(t, ServerOptions{})
+	reg := prometheus.NewRegistry()
+	dopts, err := ClientMetricsDialOptions(reg)
+	require.NoError(t, err)
+	cc := dial(t, ts.address, ClientOptions{DialOptions: dopts})
+	wc := shardscrapev1.NewWorkerServiceClient(cc)
+	_, err = wc.Join(callCtx(t), &shardscrapev1.JoinRequest{WorkerId: "w"})
+	require.NoError(t, err)
+	_, err = wc.Join(callCtx(t), &shardscrapev1.JoinRequest{WorkerId: "panic"})
+	require.Error(t, err)
+	require.Equal(t, 1.0, metricValue(t, reg, "shardscrape_grpc_client_handled_total", map[string]string{"grpc_method": "Join", "grpc_code": "OK"}))
+	require.Equal(t, 1.0, metricValue(t, reg, "shardscrape_grpc_client_handled_total", map[string]string{"grpc_method": "Join", "grpc_code": "Internal"}))
+	require.Equal(t, 2.0, metricValue(t, reg, "shardscrape_grpc_client_handling_seconds", map[string]string{"grpc_method": "Join"}))
+
+	_, err = ClientMetricsDialOptions(reg)
+	require.Error(t, err, "a second registration on one registry fails")
 }

@@ -373,6 +373,15 @@ func TestTLS(t *testing.T) {
 		require.Equal(t, codes.Unavailable, status.Code(join(ClientOptions{})))
 		require.Equal(t, int64(1), ts.worker.joins.Load(), "no rejected call reached the handler")
 		require.Eventually(t, func() bool { return authFailures(ts, authReasonTLS) >= 2 }, 10*time.Second, 10*time.Millisecond)
+
+		// A TCP probe that connects and closes is no auth failure; the
+		// server still answers after it.
+		before := authFailures(ts, authReasonTLS)
+		conn, err := net.Dial("tcp", ts.address)
+		require.NoError(t, err)
+		require.NoError(t, conn.Close())
+		require.NoError(t, join(ClientOptions{TLSCAFile: ca.file}))
+		require.Equal(t, before, authFailures(ts, authReasonTLS))
 	})
 
 	t.Run("mutual TLS", func(t *testing.T) {

@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"sync"
@@ -115,7 +117,9 @@ type countingCreds struct {
 
 func (c countingCreds) ServerHandshake(conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
 	nc, info, err := c.TransportCredentials.ServerHandshake(conn)
-	if err != nil {
+	if err != nil && !errors.Is(err, io.EOF) {
+		// A connection closed before its hello (a TCP probe, a port scan)
+		// presented no credentials at all; anything else did, and failed.
 		c.failures.Inc()
 	}
 	return nc, info, err
