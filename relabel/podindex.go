@@ -88,6 +88,7 @@ type PodIndex struct {
 	metrics *podIndexMetrics
 
 	informer cache.SharedIndexInformer
+	handler  cache.ResourceEventHandlerRegistration
 	changed  chan struct{}
 	version  atomic.Uint64
 
@@ -204,13 +205,15 @@ func NewPodIndex(opts PodIndexOptions, logger *slog.Logger, reg prometheus.Regis
 	if err := x.informer.SetTransform(trimPod); err != nil {
 		return nil, fmt.Errorf("pod index: %w", err)
 	}
-	if _, err := x.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
+	handler, err := x.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(obj any) { x.set(obj) },
 		UpdateFunc: func(_, obj any) { x.set(obj) },
 		DeleteFunc: x.remove,
-	}); err != nil {
+	})
+	if err != nil {
 		return nil, fmt.Errorf("pod index: %w", err)
 	}
+	x.handler = handler
 	return x, nil
 }
 
@@ -220,13 +223,13 @@ func (x *PodIndex) Run(ctx context.Context) error {
 	return nil
 }
 
-// HasSynced reports whether the index has seen the initial pod list.
-func (x *PodIndex) HasSynced() bool { return x.informer.HasSynced() }
+// HasSynced reports whether the index holds the initial pod list.
+func (x *PodIndex) HasSynced() bool { return x.handler.HasSynced() }
 
 // WaitForSync blocks until the initial list is indexed or ctx ends; it
 // reports whether the index synced.
 func (x *PodIndex) WaitForSync(ctx context.Context) bool {
-	return cache.WaitForCacheSync(ctx.Done(), x.informer.HasSynced)
+	return cache.WaitForCacheSync(ctx.Done(), x.handler.HasSynced)
 }
 
 // Changed returns a channel that receives after the pod of some IP changed

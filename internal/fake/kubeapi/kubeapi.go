@@ -61,7 +61,7 @@ var ErrUnsupportedType = errors.New("unsupported object type")
 // Options configure a Server.
 type Options struct {
 	// EventHistory is how many events each resource type retains for
-	// watches resuming from an older resource version; 0 means 100,000.
+	// watches resuming from an older resource version; 0 means 10,000.
 	EventHistory int
 	// BookmarkInterval is how often a watch that allows bookmarks gets
 	// one; 0 means one minute, as the apiserver.
@@ -83,7 +83,9 @@ type Server struct {
 }
 
 type entry struct {
-	obj     runtime.Object // typed, type meta empty, never mutated
+	res     *resource
+	uid     types.UID
+	created metav1.Time
 	ns      string
 	name    string
 	rv      uint64
@@ -110,7 +112,7 @@ type store struct {
 // New returns an empty API server.
 func New(opts Options) *Server {
 	if opts.EventHistory <= 0 {
-		opts.EventHistory = 100_000
+		opts.EventHistory = 10_000
 	}
 	if opts.BookmarkInterval <= 0 {
 		opts.BookmarkInterval = time.Minute
@@ -182,6 +184,7 @@ func (s *Server) Apply(objs ...runtime.Object) error {
 		st  *store
 		key string
 		e   *entry
+		obj runtime.Object
 	}
 	ps := make([]prepared, 0, len(objs))
 	now := metav1.Now()
@@ -196,8 +199,8 @@ func (s *Server) Apply(objs ...runtime.Object) error {
 		if !st.res.namespaced {
 			m.SetNamespace("")
 		}
-		e := &entry{obj: c, ns: m.GetNamespace(), name: m.GetName(), labels: labels.Set(m.GetLabels()), fields: objectFields(st.res, c, m)}
-		ps = append(ps, prepared{st: st, key: e.ns + "/" + e.name, e: e})
+		e := &entry{res: st.res, ns: m.GetNamespace(), name: m.GetName(), labels: labels.Set(m.GetLabels()), fields: objectFields(st.res, c, m)}
+		ps = append(ps, prepared{st: st, key: e.ns + "/" + e.name, e: e, obj: c})
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -206,24 +209,25 @@ func (s *Server) Apply(objs ...runtime.Object) error {
 		s.rv++
 		p.e.rv = s.rv
 		prev := p.st.objs[p.key]
-		m := p.e.obj.(metav1.Object)
+		m := p.obj.(metav1.Object)
 		m.SetResourceVersion(strconv.FormatUint(s.rv, 10))
 		// Like the apiserver, keep uid and creationTimestamp across updates.
 		if m.GetUID() == "" {
 			if prev != nil {
-				m.SetUID(prev.obj.(metav1.Object).GetUID())
+				m.SetUID(prev.uid)
 			} else {
 				m.SetUID(uid(p.st.res.kind + "/" + p.key + "/" + strconv.FormatUint(s.rv, 10)))
 			}
 		}
 		if ts := m.GetCreationTimestamp(); ts.IsZero() {
 			if prev != nil {
-				m.SetCreationTimestamp(prev.obj.(metav1.Object).GetCreationTimestamp())
+				m.SetCreationTimestamp(prev.created)
 			} else {
 				m.SetCreationTimestamp(now)
 			}
 		}
-		b, err := json.Marshal(p.e.obj)
+		p.e.uid, p.e.created = m.GetUID(), m.GetCreationTimestamp()
+		b, err := json.Marshal(p.obj)
 		if err != nil {
 			return fmt.Errorf("apply %s %s: encode: %w", p.st.res.kind, p.key, err)
 		}
@@ -293,7 +297,7 @@ func (s *Server) Get(obj runtime.Object) (runtime.Object, error) {
 	if !ok {
 		return nil, nil
 	}
-	return e.obj.DeepCopyObject(), nil
+	return e.decode()
 }
 
 // Len returns how many objects of obj's type are stored.
@@ -336,16 +340,29 @@ func objectFields(r *resource, o runtime.Object, m metav1.Object) fields.Set {
 	return f
 }
 
+// decode returns the stored object, typed. Entries keep only JSON: a
+// 150,000-pod fleet would hold gigabytes of typed objects besides.
+func (e *entry) decode() (runtime.Object, error) {
+	o := reflect.New(e.res.goType).Interface().(runtime.Object)
+	if err := json.Unmarshal(e.json, o); err != nil {
+		return nil, fmt.Errorf("decode %s %s/%s: %w", e.res.kind, e.ns, e.name, err)
+	}
+	return o, nil
+}
+
 // withRV returns a copy of e at resource version rv.
 func withRV(e *entry, rv uint64) (*entry, error) {
-	c := e.obj.DeepCopyObject()
+	c, err := e.decode()
+	if err != nil {
+		return nil, err
+	}
 	c.(metav1.Object).SetResourceVersion(strconv.FormatUint(rv, 10))
 	b, err := json.Marshal(c)
 	if err != nil {
 		return nil, err
 	}
 	n := *e
-	n.obj, n.rv, n.json = c, rv, b
+	n.rv, n.json = rv, b
 	return &n, nil
 }
 

@@ -255,6 +255,24 @@ func TestWatchProtocol(t *testing.T) {
 	require.Equal(t, "v1", list.APIVersion)
 	require.Len(t, list.Items, 1)
 
+	// Get, in process and over HTTP.
+	obj, err := s.Get(pod)
+	require.NoError(t, err)
+	require.Equal(t, "web-0", obj.(*corev1.Pod).Name)
+	require.NotEmpty(t, obj.(*corev1.Pod).ResourceVersion)
+	require.NotEmpty(t, obj.(*corev1.Pod).UID)
+	resp, err = http.Get(srv.URL + "/api/v1/namespaces/shop/pods/web-0")
+	require.NoError(t, err)
+	var one corev1.Pod
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&one))
+	resp.Body.Close()
+	require.Equal(t, "Pod", one.Kind)
+	require.Equal(t, "10.1.0.1", one.Status.PodIP)
+	resp, err = http.Get(srv.URL + "/api/v1/namespaces/shop/pods/nope")
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusNotFound, resp.StatusCode)
+
 	// Unsupported field selectors are rejected as by the apiserver.
 	resp, err = http.Get(srv.URL + "/api/v1/pods?fieldSelector=spec.bogus%3Dx")
 	require.NoError(t, err)
