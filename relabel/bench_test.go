@@ -68,6 +68,7 @@ func BenchmarkPipelineStatic(b *testing.B) {
 				}
 				ts, _ = p.Targets("static", groups)
 			}
+			require.Len(b, ts, n)
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/target")
 		})
 	}
