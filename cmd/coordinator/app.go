@@ -146,7 +146,7 @@ func newCoordinator(f flagConfig, logger *slog.Logger) (a *app, err error) {
 	}
 	var sdCtx context.Context
 	sdCtx, a.cancelSD = context.WithCancel(context.Background())
-	a.discovery = discovery.NewManager(sdCtx, logger.With("component", "discovery manager scrape"), a.reg, sdMetrics, discovery.Name("scrape"))
+	a.discovery = discovery.NewManager(sdCtx, logger.With("component", "discovery manager scrape"), a.reg, sdMetrics, discovery.Name("scrape"), discovery.Updatert(f.sdUpdateInterval))
 	if a.discovery == nil {
 		return nil, errors.New("create the discovery manager")
 	}

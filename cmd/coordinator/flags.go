@@ -59,6 +59,8 @@ type flagConfig struct {
 	leaderRenewDeadline time.Duration
 	leaderRetryPeriod   time.Duration
 
+	sdUpdateInterval time.Duration
+
 	log promslog.Config
 }
 
@@ -135,6 +137,9 @@ func newApp(cfg *flagConfig) *kingpin.Application {
 		Default(leader.DefaultRenewDeadline.String()).DurationVar(&cfg.leaderRenewDeadline)
 	a.Flag("leader-election.retry-period", "Interval between Lease acquisition and renewal attempts.").
 		Default(leader.DefaultRetryPeriod.String()).DurationVar(&cfg.leaderRetryPeriod)
+
+	a.Flag("discovery.update-interval", "How often discovery's target updates are batched and applied (discovery.Manager's updatert; Prometheus uses 5s).").
+		Hidden().Default("5s").DurationVar(&cfg.sdUpdateInterval)
 
 	cfg.log = promslog.Config{}
 	promslogflag.AddFlags(a, &cfg.log)

@@ -5,10 +5,13 @@
 // resourceVersion optimistic concurrency as the API server does it (a PUT
 // with a stale resourceVersion fails with 409 Conflict, a POST of an
 // existing name with 409 AlreadyExists, a GET of a missing one with 404).
+// It takes request bodies in JSON or protobuf and answers in JSON.
 package leasetest
 
 import (
 	"encoding/json"
+	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -19,6 +22,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 )
 
@@ -43,16 +47,11 @@ func (s *Server) Start() *httptest.Server {
 	return httptest.NewServer(s)
 }
 
-// Clientset returns a real client-go clientset for the fake at url. Its
-// rate limit is raised above client-go's default (5/s), which tests with
-// sub-second retry periods would hit.
+// Clientset returns a real client-go clientset for the fake at url, with
+// client-go's default encodings. Its rate limit is raised above client-go's
+// default (5/s), which tests with sub-second retry periods would hit.
 func Clientset(url string) (*kubernetes.Clientset, error) {
-	return kubernetes.NewForConfig(&rest.Config{
-		Host:          url,
-		ContentConfig: rest.ContentConfig{ContentType: "application/json"},
-		QPS:           1000,
-		Burst:         1000,
-	})
+	return kubernetes.NewForConfig(&rest.Config{Host: url, QPS: 1000, Burst: 1000})
 }
 
 // Lease returns a copy of a stored Lease, or nil.
@@ -115,8 +114,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		writeObject(w, http.StatusOK, l)
 	case r.Method == http.MethodPost && name == "":
-		var l coordinationv1.Lease
-		if err := json.NewDecoder(r.Body).Decode(&l); err != nil {
+		l, err := decodeLease(r)
+		if err != nil {
 			writeStatus(w, apierrors.NewBadRequest(err.Error()))
 			return
 		}
@@ -126,11 +125,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		l.Namespace = ns
-		s.store(key, &l)
-		writeObject(w, http.StatusCreated, &l)
+		s.store(key, l)
+		writeObject(w, http.StatusCreated, l)
 	case r.Method == http.MethodPut && name != "":
-		var l coordinationv1.Lease
-		if err := json.NewDecoder(r.Body).Decode(&l); err != nil {
+		l, err := decodeLease(r)
+		if err != nil {
 			writeStatus(w, apierrors.NewBadRequest(err.Error()))
 			return
 		}
@@ -145,12 +144,30 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		l.Namespace, l.Name = ns, name
-		s.store(key, &l)
+		s.store(key, l)
 		s.puts++
-		writeObject(w, http.StatusOK, &l)
+		writeObject(w, http.StatusOK, l)
 	default:
 		writeStatus(w, apierrors.NewMethodNotSupported(leaseResource, r.Method))
 	}
+}
+
+// decodeLease decodes a request body in any encoding the API server takes
+// (client-go sends protobuf for built-in types, JSON when so configured).
+func decodeLease(r *http.Request) (*coordinationv1.Lease, error) {
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		return nil, err
+	}
+	obj, _, err := scheme.Codecs.UniversalDeserializer().Decode(body, nil, nil)
+	if err != nil {
+		return nil, err
+	}
+	l, ok := obj.(*coordinationv1.Lease)
+	if !ok {
+		return nil, fmt.Errorf("body is a %T, not a Lease", obj)
+	}
+	return l, nil
 }
 
 func (s *Server) store(key string, l *coordinationv1.Lease) {
