@@ -2,6 +2,7 @@ package relabel
 
 import (
 	"context"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -134,6 +135,8 @@ func TestPodIndexChurn(t *testing.T) {
 func TestPodIndexOptions(t *testing.T) {
 	_, err := NewPodIndex(PodIndexOptions{}, nil, nil)
 	require.Error(t, err)
+	_, err = NewKubeClient("", filepath.Join(t.TempDir(), "missing"))
+	require.Error(t, err)
 
 	s, url := kube(t)
 	host := podAt("kube-system", "node-exporter-x", "n1", "10.0.0.1", nil)
@@ -143,4 +146,22 @@ func TestPodIndexOptions(t *testing.T) {
 	require.Equal(t, "kube-system/node-exporter-x", name(x.Lookup("10.0.0.1")))
 	require.Equal(t, "a/p", name(x.Lookup("10.1.0.1")))
 	require.Nil(t, x.Lookup("10.1.0.2"))
+}
+
+func TestPodIndexKubeconfig(t *testing.T) {
+	s, url := kube(t)
+	require.NoError(t, s.Apply(podAt("a", "p", "n1", "10.1.0.1", nil)))
+	path := filepath.Join(t.TempDir(), "kubeconfig")
+	require.NoError(t, kubeapi.WriteKubeconfig(path, url))
+	c, err := NewKubeClient("", path)
+	require.NoError(t, err)
+	x, err := NewPodIndex(PodIndexOptions{Client: c}, nil, prometheus.NewRegistry())
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = x.Run(ctx) })
+	defer func() { cancel(); wg.Wait() }()
+	require.True(t, x.WaitForSync(ctx))
+	require.True(t, x.HasSynced())
+	require.Equal(t, "a/p", name(x.Lookup("10.1.0.1")))
 }
