@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/prometheus/prometheus/config"
 	"github.com/prometheus/prometheus/discovery"
 	_ "github.com/prometheus/prometheus/discovery/consul" // consul_sd_configs
@@ -138,6 +139,10 @@ scrape_configs:
 	require.Equal(t, "exporter-a", at.Labels.Get(MetaPodName))
 	require.Equal(t, "a", at.Labels.Get("__meta_pod_label_rev"))
 	require.Equal(t, "exporter", at.Labels.Get("__meta_consul_service"))
+	// Nothing changed: the cached groups are reused without a lookup.
+	lookups := testutil.ToFloat64(x.metrics.hit) + testutil.ToFloat64(x.metrics.miss)
+	require.Equal(t, ts, byAddr())
+	require.Equal(t, lookups, testutil.ToFloat64(x.metrics.hit)+testutil.ToFloat64(x.metrics.miss))
 	other := ts["10.2.0.1:9100"]
 	require.Equal(t, "", other.Labels.Get("pod"), "not a pod IP: no pod labels")
 	idA := at.ID

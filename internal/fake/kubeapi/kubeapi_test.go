@@ -365,3 +365,29 @@ func TestInformerListThenWatch(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, ok)
 }
+
+func TestPrometheusKubernetesSDEndpointSliceChanges(t *testing.T) {
+	s, pod, svc := cluster(t)
+	srv := serve(t, s)
+	g := runSD(t, srv.URL, "role: endpointslice\n")
+	src := "endpointslice/shop/web-fake"
+	require.Eventually(t, func() bool { tg := g.get(src); return tg != nil && len(tg.Targets) == 1 }, wait, 10*time.Millisecond)
+
+	// A second ready pod joins the service.
+	p2 := kubeapi.NewPod("shop", "web-1", "n1", "10.1.0.2", pod.Labels, nil, pod.Spec.Containers[0].Ports...)
+	_, slice := kubeapi.EndpointsFor(svc, []*corev1.Pod{pod, p2})
+	require.NoError(t, s.Apply(p2, slice))
+	require.Eventually(t, func() bool { tg := g.get(src); return len(tg.Targets) == 2 }, wait, 10*time.Millisecond)
+
+	// A service annotation change reaches the slice's group labels.
+	svc2 := svc.DeepCopy()
+	svc2.Annotations["team"] = "payments"
+	require.NoError(t, s.Apply(svc2))
+	require.Eventually(t, func() bool {
+		return g.get(src).Labels["__meta_kubernetes_service_annotation_team"] == "payments"
+	}, wait, 10*time.Millisecond)
+
+	// The slice goes away.
+	require.NoError(t, s.Delete(slice))
+	require.Eventually(t, func() bool { tg := g.get(src); return len(tg.Targets) == 0 }, wait, 10*time.Millisecond)
+}
