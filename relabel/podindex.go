@@ -26,14 +26,17 @@ import (
 
 // The labels enrichment adds to a target whose address host is a pod IP.
 const (
-	MetaPodName           = model.MetaLabelPrefix + "pod_name"
-	MetaPodNamespace      = model.MetaLabelPrefix + "pod_namespace"
-	MetaPodNode           = model.MetaLabelPrefix + "pod_node"
-	MetaPodIP             = model.MetaLabelPrefix + "pod_ip"
-	MetaPodLabelPrefix    = model.MetaLabelPrefix + "pod_label_"
-	MetaPodLabelPresent   = model.MetaLabelPrefix + "pod_labelpresent_"
-	podIndexResyncDisable = 0
+	MetaPodName         = model.MetaLabelPrefix + "pod_name"
+	MetaPodNamespace    = model.MetaLabelPrefix + "pod_namespace"
+	MetaPodNode         = model.MetaLabelPrefix + "pod_node"
+	MetaPodIP           = model.MetaLabelPrefix + "pod_ip"
+	MetaPodLabelPrefix  = model.MetaLabelPrefix + "pod_label_"
+	MetaPodLabelPresent = model.MetaLabelPrefix + "pod_labelpresent_"
 )
+
+// podIndexResync is the informer's resync period: none, the index follows
+// the watch.
+const podIndexResync = 0
 
 // Pod is what the pod index knows of a pod. Values are immutable: a change
 // of the pod replaces its *Pod, so comparing pointers tells whether a
@@ -100,10 +103,11 @@ type PodIndex struct {
 }
 
 type podIndexMetrics struct {
-	pods, ips  prometheus.Gauge
-	hit, miss  prometheus.Counter
-	changes    prometheus.Counter
-	collectors []prometheus.Collector
+	pods, ips   prometheus.Gauge
+	hit, miss   prometheus.Counter
+	changes     prometheus.Counter
+	watchErrors prometheus.Counter
+	collectors  []prometheus.Collector
 }
 
 func newPodIndexMetrics(reg prometheus.Registerer) (*podIndexMetrics, error) {
@@ -124,10 +128,14 @@ func newPodIndexMetrics(reg prometheus.Registerer) (*podIndexMetrics, error) {
 			Name: "shardscrape_podindex_changes_total",
 			Help: "Changes of the pod an IP maps to.",
 		}),
+		watchErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shardscrape_podindex_watch_errors_total",
+			Help: "Failed pod lists and watches (each is retried with backoff).",
+		}),
 		hit:  lookups.WithLabelValues("hit"),
 		miss: lookups.WithLabelValues("miss"),
 	}
-	m.collectors = []prometheus.Collector{lookups, m.pods, m.ips, m.changes}
+	m.collectors = []prometheus.Collector{lookups, m.pods, m.ips, m.changes, m.watchErrors}
 	if reg != nil {
 		for _, c := range m.collectors {
 			if err := reg.Register(c); err != nil {
@@ -200,7 +208,13 @@ func NewPodIndex(opts PodIndexOptions, logger *slog.Logger, reg prometheus.Regis
 			return pods.Watch(ctx, o)
 		},
 	}
-	x.informer = cache.NewSharedIndexInformer(lw, &corev1.Pod{}, podIndexResyncDisable, cache.Indexers{})
+	x.informer = cache.NewSharedIndexInformer(lw, &corev1.Pod{}, podIndexResync, cache.Indexers{})
+	if err := x.informer.SetWatchErrorHandlerWithContext(func(_ context.Context, _ *cache.Reflector, err error) {
+		x.metrics.watchErrors.Inc()
+		x.logger.Warn("Pod list/watch failed, retrying", "err", err)
+	}); err != nil {
+		return nil, fmt.Errorf("pod index: %w", err)
+	}
 	// Keep only what the index needs: 150,000 full pods are gigabytes.
 	if err := x.informer.SetTransform(trimPod); err != nil {
 		return nil, fmt.Errorf("pod index: %w", err)
@@ -219,7 +233,9 @@ func NewPodIndex(opts PodIndexOptions, logger *slog.Logger, reg prometheus.Regis
 
 // Run feeds the index until ctx ends; it returns nil then.
 func (x *PodIndex) Run(ctx context.Context) error {
+	x.logger.Info("Starting pod index", "namespace", x.opts.Namespace, "label_selector", x.opts.LabelSelector, "field_selector", x.opts.FieldSelector)
 	x.informer.RunWithContext(ctx)
+	x.logger.Info("Pod index stopped")
 	return nil
 }
 

@@ -165,3 +165,23 @@ func TestPodIndexKubeconfig(t *testing.T) {
 	require.True(t, x.HasSynced())
 	require.Equal(t, "a/p", name(x.Lookup("10.1.0.1")))
 }
+
+func TestPodIndexUnreachable(t *testing.T) {
+	srv, err := fake.Serve(kubeapi.New(kubeapi.Options{}))
+	require.NoError(t, err)
+	url := srv.URL
+	require.NoError(t, srv.Close())
+	c, err := NewKubeClient(url, "")
+	require.NoError(t, err)
+	x, err := NewPodIndex(PodIndexOptions{Client: c}, nil, prometheus.NewRegistry())
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = x.Run(ctx) })
+	require.Eventually(t, func() bool { return testutil.ToFloat64(x.metrics.watchErrors) > 0 }, wait, 10*time.Millisecond)
+	require.False(t, x.HasSynced())
+	require.Nil(t, x.Lookup("10.1.0.1"))
+	cancel()
+	wg.Wait()
+	require.False(t, x.WaitForSync(ctx), "a canceled wait reports no sync")
+}
