@@ -2,6 +2,7 @@ package relabel
 
 import (
 	"context"
+	"net/http"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -166,12 +167,16 @@ func TestPodIndexKubeconfig(t *testing.T) {
 	require.Equal(t, "a/p", name(x.Lookup("10.1.0.1")))
 }
 
-func TestPodIndexUnreachable(t *testing.T) {
-	srv, err := fake.Serve(kubeapi.New(kubeapi.Options{}))
+func TestPodIndexForbidden(t *testing.T) {
+	// An API server that refuses the pod list, as without RBAC for pods.
+	srv, err := fake.Serve(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusForbidden)
+		_, _ = w.Write([]byte(`{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"Forbidden","code":403,"message":"pods is forbidden"}`))
+	}))
 	require.NoError(t, err)
-	url := srv.URL
-	require.NoError(t, srv.Close())
-	c, err := NewKubeClient(url, "")
+	t.Cleanup(func() { require.NoError(t, srv.Close()) })
+	c, err := NewKubeClient(srv.URL, "")
 	require.NoError(t, err)
 	x, err := NewPodIndex(PodIndexOptions{Client: c}, nil, prometheus.NewRegistry())
 	require.NoError(t, err)
