@@ -130,7 +130,7 @@ func newPodIndexMetrics(reg prometheus.Registerer) (*podIndexMetrics, error) {
 		}),
 		watchErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "shardscrape_podindex_watch_errors_total",
-			Help: "Failed pod lists and watches (each is retried with backoff).",
+			Help: "Pod list/watch cycles that failed (e.g. forbidden) and are retried with backoff; refused connections are retried inside client-go and not counted.",
 		}),
 		hit:  lookups.WithLabelValues("hit"),
 		miss: lookups.WithLabelValues("miss"),
