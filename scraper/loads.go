@@ -4,6 +4,7 @@ import (
 	"context"
 	"sync"
 
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/value"
@@ -59,7 +60,7 @@ func (l *loadTracker) forget(keep map[uint64]struct{}) {
 // labelsKey is the key loadTracker uses for a label set: its hash without
 // the metric name, so a report series and its target's labels match.
 func labelsKey(ls labels.Labels) uint64 {
-	h, _ := ls.HashWithoutLabels(nil, labels.MetricName)
+	h, _ := ls.HashWithoutLabels(nil, model.MetricNameLabel)
 	return h
 }
 
@@ -70,7 +71,7 @@ type trackingAppender struct {
 }
 
 func (a *trackingAppender) Append(ref storage.SeriesRef, ls labels.Labels, st, t int64, v float64, h *histogram.Histogram, fh *histogram.FloatHistogram, opts storage.AppendV2Options) (storage.SeriesRef, error) {
-	if h == nil && fh == nil && !value.IsStaleNaN(v) && ls.Get(labels.MetricName) == seriesMetric {
+	if h == nil && fh == nil && !value.IsStaleNaN(v) && ls.Get(model.MetricNameLabel) == seriesMetric {
 		if a.pending == nil {
 			a.pending = map[uint64]uint64{}
 		}

@@ -319,8 +319,7 @@ func (w *Worker) Run(ctx context.Context) error {
 			}
 		}
 	} else {
-		runErr = w.runStandalone(ctx, dctx)
-		cancelD()
+		runErr = w.runStandalone(ctx, dctx, cancelD)
 		w.beginShutdown()
 	}
 
@@ -623,7 +622,8 @@ func (w *Worker) targetLoads() map[uint64]*pb.TargetLoad {
 
 // runStandalone runs the configuration file with the worker's own
 // discovery until ctx ends; Reload requests reload it.
-func (w *Worker) runStandalone(ctx, dctx context.Context) error {
+func (w *Worker) runStandalone(ctx, dctx context.Context, stopDiscovery context.CancelFunc) error {
+	defer stopDiscovery()
 	if err := w.reloadFile(); err != nil {
 		return err
 	}
@@ -633,7 +633,10 @@ func (w *Worker) runStandalone(ctx, dctx context.Context) error {
 		defer close(done)
 		_ = dm.Run()
 	}()
-	defer func() { <-done }()
+	defer func() {
+		stopDiscovery()
+		<-done
+	}()
 	for {
 		select {
 		case <-ctx.Done():
