@@ -424,6 +424,7 @@ func (c *Coordinator) commit() {
 	}
 	c.nextGeneration()
 	for w := range c.dirty {
+		w.wanted = true
 		w.wake()
 	}
 	clear(c.dirty)

@@ -70,9 +70,9 @@ func TestEveryTargetOwnedOnce(t *testing.T) {
 	owner := owners[gone.ID][0]
 	for _, fw := range fws {
 		if fw.id == owner {
-			fw.mu.Lock()
-			require.Equal(t, 1, fw.removed[gone.ID])
-			fw.mu.Unlock()
+			fw.with(func() {
+				require.Equal(t, 1, fw.removed[gone.ID])
+			})
 		}
 	}
 }
@@ -278,17 +278,17 @@ func TestHandoffAckThenOutgoingThenRemoved(t *testing.T) {
 	e.waitSynced(a, b)
 	require.Equal(t, stateOutgoing, a.state(id))
 	require.Equal(t, stateActive, b.state(id))
-	a.mu.Lock()
-	require.Zero(t, a.removed[id])
-	a.mu.Unlock()
+	a.with(func() {
+		require.Zero(t, a.removed[id])
+	})
 	// a reports the generation that made it outgoing: removed.
 	_, err = a.heartbeat()
 	require.NoError(t, err)
 	e.waitSynced(a, b)
 	require.Equal(t, stateNew, a.state(id))
-	a.mu.Lock()
-	require.Equal(t, 1, a.removed[id])
-	a.mu.Unlock()
+	a.with(func() {
+		require.Equal(t, 1, a.removed[id])
+	})
 	require.Equal(t, 1.0, testutil.ToFloat64(e.c.metrics.handoffsCompleted))
 
 	// Timeout: 2 × the target's 10s interval.

@@ -128,6 +128,22 @@ func (e *env) joinWith(req *shardscrapev1.JoinRequest) *fakeWorker {
 
 // watch opens the assignment stream.
 func (fw *fakeWorker) watch(resume uint64, known []string) {
+	fw.with(func() { fw.err = nil })
+	fw.e.c.mu.Lock()
+	var old *session
+	if w := fw.e.c.workers[fw.id]; w != nil {
+		old = w.sess
+	}
+	fw.e.c.mu.Unlock()
+	defer func() {
+		// Return once the coordinator serves the new stream.
+		require.Eventually(fw.e.t, func() bool {
+			fw.e.c.mu.Lock()
+			defer fw.e.c.mu.Unlock()
+			w := fw.e.c.workers[fw.id]
+			return w != nil && w.sess != nil && w.sess != old
+		}, 10*time.Second, time.Millisecond)
+	}()
 	ctx, cancel := context.WithCancel(context.Background())
 	fw.cancel = cancel
 	fw.done = make(chan struct{})
@@ -203,6 +219,13 @@ func (fw *fakeWorker) apply(msgs []*shardscrapev1.WatchAssignmentsResponse) {
 	fw.gen = first.GetGeneration()
 }
 
+// with runs f holding fw's lock (released even when f fails the test).
+func (fw *fakeWorker) with(f func()) {
+	fw.mu.Lock()
+	defer fw.mu.Unlock()
+	f()
+}
+
 // owned returns the worker's targets that are not outgoing, by state.
 func (fw *fakeWorker) owned() map[uint64]shardscrapev1.TargetState {
 	fw.mu.Lock()
@@ -258,7 +281,7 @@ func (e *env) synced(fws ...*fakeWorker) bool {
 	defer e.c.mu.Unlock()
 	for _, fw := range fws {
 		w := e.c.workers[fw.id]
-		if w == nil || len(w.pending) > 0 || w.needSnapshot || w.lastSent == 0 {
+		if w == nil || w.wanted || len(w.pending) > 0 || w.needSnapshot || w.lastSent == 0 {
 			return false
 		}
 		if fw.generation() != w.lastSent {

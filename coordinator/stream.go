@@ -35,6 +35,7 @@ func (c *Coordinator) buildUpdate(w *worker, sess *session) []part {
 		c.mu.Unlock()
 		return nil
 	}
+	w.wanted = false
 	snapshot := w.needSnapshot
 	var items []item
 	var removed []uint64

@@ -45,6 +45,8 @@ type worker struct {
 	globalHash string
 
 	sess *session
+	// wanted: changes were committed that its stream has not built yet.
+	wanted bool
 }
 
 func newWorker(id string) *worker {

@@ -1,0 +1,230 @@
+package coordinator
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/prometheus/config"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/proto"
+
+	shardscrapev1 "github.com/shardscrape/shardscrape/proto/shardscrape/v1"
+	"github.com/shardscrape/shardscrape/relabel"
+)
+
+func TestSnapshotSplitIntoParts(t *testing.T) {
+	e := newEnv(t, nil, nil, Options{})
+	ts := makeTargets("big", 1000)
+	pad := strings.Repeat("x", 6<<10)
+	for i := range ts {
+		ts[i].Labels = labelsWith(ts[i].Labels, "__meta_pad", pad)
+	}
+	e.c.UpdateTargets(map[string][]relabel.Target{"big": ts})
+	fw := e.join("w", 0) // the client's default limit is 4 MiB per message
+	e.waitSynced(fw)
+	require.Len(t, fw.owned(), 1000)
+	fw.with(func() {
+		require.GreaterOrEqual(t, fw.partials, 1)
+		require.Equal(t, fw.parts, fw.partials+1)
+		require.Equal(t, 1, fw.snapshots)
+		for i, m := range fw.lastMsgs {
+			require.LessOrEqual(t, proto.Size(m), DefaultMaxMessageBytes)
+			require.Equal(t, i < len(fw.lastMsgs)-1, m.GetPartial())
+			require.True(t, m.GetSnapshot())
+		}
+	})
+}
+
+func jobConfig(job, body string) JobConfig {
+	return JobConfig{Config: &shardscrapev1.ScrapeConfig{Hash: fmt.Sprintf("%x", len(body)) + job, JobName: job, Yaml: []byte(body)}, ScrapeInterval: 10 * time.Second}
+}
+
+func TestConfigsInSnapshotsAndDeltas(t *testing.T) {
+	e := newEnv(t, nil, nil, Options{})
+	global := &shardscrapev1.GlobalConfig{Hash: "g1", Yaml: []byte("global: {}\n")}
+	a, b := jobConfig("a", "job_name: a\n"), jobConfig("b", "job_name: b\n")
+	require.NoError(t, e.c.ApplyConfig(Config{Global: global, Jobs: []JobConfig{a, b}}))
+	fw := e.join("w", 0)
+	e.waitSynced(fw)
+	fw.with(func() {
+		require.Equal(t, "g1", fw.global.GetHash())
+		require.Len(t, fw.configs, 2)
+		require.Equal(t, "job_name: a\n", string(fw.configs["a"].GetYaml()))
+	})
+
+	// Change b, remove a: a delta with b and removed_jobs a; global not resent.
+	b2 := jobConfig("b", "job_name: b\nscrape_interval: 5s\n")
+	require.NoError(t, e.c.ApplyConfig(Config{Global: global, Jobs: []JobConfig{b2}}))
+	e.waitSynced(fw)
+	fw.with(func() {
+		m := fw.lastMsgs[0]
+		require.False(t, m.GetSnapshot())
+		require.Nil(t, m.GetGlobal())
+		require.Len(t, m.GetConfigs(), 1)
+		require.Equal(t, b2.Config.GetHash(), m.GetConfigs()[0].GetHash())
+		require.Equal(t, []string{"a"}, m.GetRemovedJobs())
+	})
+
+	// A new stream naming the hashes it holds gets no bodies; resuming at
+	// the last generation continues with deltas.
+	gen := fw.generation()
+	fw.stop()
+	fw.watch(gen, nil)
+	ts := makeTargets("b", 3)
+	e.c.UpdateTargets(map[string][]relabel.Target{"b": ts})
+	e.waitSynced(fw)
+	fw.with(func() {
+		require.Zero(t, fw.err)
+		require.Equal(t, 1, fw.snapshots, "resumed with a delta")
+		require.Len(t, fw.targets, 3)
+	})
+
+	fw.stop()
+	fw.watch(gen, []string{b2.Config.GetHash()}) // behind: a snapshot
+	e.waitSynced(fw)
+	fw.with(func() {
+		require.Equal(t, 2, fw.snapshots)
+		require.Len(t, fw.configs, 1)
+		require.Empty(t, fw.configs["b"].GetYaml(), "known hash: no body")
+		require.Equal(t, b2.Config.GetHash(), fw.configs["b"].GetHash())
+		require.Len(t, fw.targets, 3)
+	})
+}
+
+func TestSlowWorkerDoesNotBlockOthers(t *testing.T) {
+	e := newEnv(t, nil, nil, Options{})
+	fast := e.join("fast", 0)
+	// A worker with a lease but no stream accumulates at most a snapshot's
+	// worth of pending changes.
+	resp, err := e.wc.Join(context.Background(), &shardscrapev1.JoinRequest{WorkerId: "slow"})
+	require.NoError(t, err)
+	for i := range 20 {
+		// Every round replaces all targets by new ones (new ids).
+		e.c.UpdateTargets(map[string][]relabel.Target{"churn": makeTargets("churn", 1000)[:0], fmt.Sprintf("churn%d", i): makeTargets(fmt.Sprintf("churn%d", i), 1000)})
+		if i > 0 {
+			e.c.UpdateTargets(map[string][]relabel.Target{fmt.Sprintf("churn%d", i-1): nil})
+		}
+	}
+	e.waitSynced(fast)
+	require.Len(t, fast.owned(), 1000-len(slowOwned(e)))
+	e.c.mu.Lock()
+	slow := e.c.workers["slow"]
+	pending, owned, snap := len(slow.pending), len(slow.owned), slow.needSnapshot
+	e.c.mu.Unlock()
+	require.LessOrEqual(t, pending, 2*owned+4096, "pending bounded")
+	require.True(t, snap, "fell behind: gets a snapshot")
+
+	// When it watches at last, one snapshot brings it up to date.
+	fw := &fakeWorker{e: e, id: "slow", epoch: resp.GetLeaseEpoch(),
+		targets: map[uint64]*shardscrapev1.Target{}, configs: map[string]*shardscrapev1.ScrapeConfig{}, removed: map[uint64]int{}}
+	fw.watch(0, nil)
+	e.waitSynced(fw, fast)
+	requireOwnedOnce(t, makeTargets("churn19", 1000), fw, fast)
+	fw.with(func() { require.Equal(t, 1, fw.snapshots) })
+}
+
+func TestLeaveTimesOut(t *testing.T) {
+	e := newEnv(t, nil, nil, Options{})
+	fws := startWorkers(e, 2)
+	ts := makeTargets("node", 100)
+	e.c.UpdateTargets(map[string][]relabel.Target{"node": ts})
+	e.settle(fws...)
+	n := len(fws[0].owned())
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	// Nobody acknowledges: Leave answers before the deadline, not drained.
+	resp, err := e.wc.Leave(ctx, &shardscrapev1.LeaveRequest{WorkerId: fws[0].id, LeaseEpoch: fws[0].epoch})
+	require.NoError(t, err)
+	require.False(t, resp.GetDrained())
+	require.Equal(t, uint64(n), resp.GetRemainingTargetCount())
+	// Released: the other worker owns everything, active.
+	e.waitSynced(fws[1])
+	requireOwnedOnce(t, ts, fws[1])
+}
+
+func TestReplicationFactorWithZones(t *testing.T) {
+	e := newEnv(t, nil, nil, Options{ReplicationFactor: 2})
+	var fws []*fakeWorker
+	for i := range 4 {
+		fws = append(fws, e.joinWith(&shardscrapev1.JoinRequest{WorkerId: fmt.Sprintf("w%d", i), Zone: fmt.Sprintf("z%d", i%2)}))
+	}
+	ts := makeTargets("node", 200)
+	e.c.UpdateTargets(map[string][]relabel.Target{"node": ts})
+	e.settle(fws...)
+	zone := map[string]string{"w0": "z0", "w1": "z1", "w2": "z0", "w3": "z1"}
+	owners := ownersOf(fws...)
+	require.Len(t, owners, len(ts))
+	for id, os := range owners {
+		require.Len(t, os, 2, "%x", id)
+		require.NotEqual(t, zone[os[0]], zone[os[1]], "replicas spread over zones")
+	}
+	require.Zero(t, gaugeOf(t, e, "shardscrape_coordinator_targets_owned_twice"))
+}
+
+func TestServeTargets(t *testing.T) {
+	e := newEnv(t, nil, nil, Options{})
+	fws := startWorkers(e, 2)
+	cfg, err := config.Load("scrape_configs:\n- job_name: node\n  metrics_path: /m\n", nil)
+	require.NoError(t, err)
+	jc := jobConfig("node", "job_name: node\n")
+	jc.ScrapeConfig = cfg.ScrapeConfigs[0]
+	require.NoError(t, e.c.ApplyConfig(Config{Jobs: []JobConfig{jc}}))
+	ts := makeTargets("node", 5)
+	e.c.UpdateTargets(map[string][]relabel.Target{"node": ts})
+	e.settle(fws...)
+	srv := httptest.NewServer(e.c.Handler())
+	defer srv.Close()
+	res, err := http.Get(srv.URL + "/api/v1/targets")
+	require.NoError(t, err)
+	defer res.Body.Close()
+	var body struct {
+		Status string `json:"status"`
+		Data   struct {
+			ActiveTargets []struct {
+				DiscoveredLabels map[string]string `json:"discoveredLabels"`
+				Labels           map[string]string `json:"labels"`
+				ScrapePool       string            `json:"scrapePool"`
+				ScrapeURL        string            `json:"scrapeUrl"`
+				Owner            string            `json:"owner"`
+			} `json:"activeTargets"`
+			DroppedTargets []any `json:"droppedTargets"`
+		} `json:"data"`
+	}
+	require.NoError(t, json.NewDecoder(res.Body).Decode(&body))
+	require.Equal(t, "success", body.Status)
+	require.Len(t, body.Data.ActiveTargets, 5)
+	owners := ownersOf(fws...)
+	for _, at := range body.Data.ActiveTargets {
+		require.Equal(t, "node", at.ScrapePool)
+		require.Equal(t, "node", at.Labels["job"])
+		require.Equal(t, at.DiscoveredLabels["__address__"], at.Labels["instance"])
+		require.Equal(t, "http://"+at.DiscoveredLabels["__address__"]+"/m", at.ScrapeURL)
+		require.NotEmpty(t, at.Owner)
+		found := false
+		for _, rt := range ts {
+			if rt.Address == at.DiscoveredLabels["__address__"] {
+				found = owners[rt.ID][0] == at.Owner
+			}
+		}
+		require.True(t, found)
+	}
+	for _, p := range []string{"/ring", "/assignment"} {
+		res, err := http.Get(srv.URL + p)
+		require.NoError(t, err)
+		res.Body.Close()
+		require.Equal(t, http.StatusOK, res.StatusCode, p)
+	}
+}
+
+func slowOwned(e *env) map[uint64]struct{} {
+	e.c.mu.Lock()
+	defer e.c.mu.Unlock()
+	return maps.Clone(e.c.workers["slow"].owned)
+}
