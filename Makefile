@@ -17,6 +17,15 @@ PROTOC_GEN_GO_VERSION      := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 STATICCHECK_VERSION        := v0.8.2
 
+# Real components the tests and benchmarks run (DESIGN.md, "Real components"):
+# VictoriaMetrics single-node and vmagent, and Prometheus at the version go.mod
+# requires. `go install` builds them into ./bin; internal/testenv finds them
+# there (or in $SHARDSCRAPE_BIN).
+VICTORIAMETRICS_VERSION := v1.151.0
+PROMETHEUS_VERSION      := v0.316.0
+RECEIVERS := $(BIN)/victoria-metrics $(BIN)/vmagent $(BIN)/prometheus
+export SHARDSCRAPE_BIN := $(BIN)
+
 # How long `make test` fuzzes the ring beyond its seed corpus.
 FUZZTIME ?= 20s
 # Benchmarks run on one core: the ring's goals are single-core figures.
@@ -25,7 +34,7 @@ BENCH_FLAGS ?= -run '^$$' -bench . -benchmem -cpu 1 -count 5
 PROTO_DIR   := proto
 PROTO_FILES := $(wildcard $(PROTO_DIR)/shardscrape/v1/*.proto)
 
-.PHONY: build test unit fuzz bench proto proto-check lint tools run clean
+.PHONY: build test unit fuzz bench proto proto-check lint tools receivers run clean
 
 ## build: compile every package and command.
 build:
@@ -34,7 +43,7 @@ build:
 ## test: everything CI runs: proto-check, lint, unit and property tests, a short fuzz.
 test: proto-check lint unit fuzz
 
-unit:
+unit: receivers
 	$(GO) build -tags pins ./internal/pins
 	$(GO) test -race -count 1 ./...
 
@@ -76,8 +85,11 @@ protoc -I $(PROTO_DIR) \
 	$(PROTO_FILES)
 endef
 
-## tools: install every pinned tool.
-tools: proto-tools $(BIN)/staticcheck
+## tools: install every pinned tool and the real components tests run.
+tools: proto-tools $(BIN)/staticcheck receivers
+
+## receivers: install VictoriaMetrics, vmagent and Prometheus into ./bin (unit tests need them).
+receivers: $(RECEIVERS)
 
 .PHONY: proto-tools protoc
 proto-tools: protoc $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc
@@ -107,6 +119,25 @@ $(BIN)/staticcheck: $(BIN)/.staticcheck-$(STATICCHECK_VERSION)
 $(BIN)/.staticcheck-$(STATICCHECK_VERSION):
 	GOBIN=$(BIN) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 	@rm -f $(BIN)/.staticcheck-*; touch $@
+
+# The real components, same stamp scheme. Prometheus builds with a plain
+# `go install` (its go.mod has no replace directives); without the
+# builtinassets tag its web UI is absent, which the tests do not use: the
+# HTTP API, /-/ready and the remote-write receiver are all there.
+$(BIN)/victoria-metrics: $(BIN)/.victoria-metrics-$(VICTORIAMETRICS_VERSION)
+$(BIN)/.victoria-metrics-$(VICTORIAMETRICS_VERSION):
+	GOBIN=$(BIN) $(GO) install github.com/VictoriaMetrics/VictoriaMetrics/app/victoria-metrics@$(VICTORIAMETRICS_VERSION)
+	@rm -f $(BIN)/.victoria-metrics-*; touch $@
+
+$(BIN)/vmagent: $(BIN)/.vmagent-$(VICTORIAMETRICS_VERSION)
+$(BIN)/.vmagent-$(VICTORIAMETRICS_VERSION):
+	GOBIN=$(BIN) $(GO) install github.com/VictoriaMetrics/VictoriaMetrics/app/vmagent@$(VICTORIAMETRICS_VERSION)
+	@rm -f $(BIN)/.vmagent-*; touch $@
+
+$(BIN)/prometheus: $(BIN)/.prometheus-$(PROMETHEUS_VERSION)
+$(BIN)/.prometheus-$(PROMETHEUS_VERSION):
+	GOBIN=$(BIN) $(GO) install github.com/prometheus/prometheus/cmd/prometheus@$(PROMETHEUS_VERSION)
+	@rm -f $(BIN)/.prometheus-*; touch $@
 
 ## run: the whole pipeline locally (arrives with the end-to-end issue).
 run:
