@@ -90,7 +90,7 @@ func (c *Coordinator) touch(w *worker, id uint64) {
 		w.pending[id] = struct{}{}
 		// A worker far behind gets a snapshot instead: pending never grows
 		// past about twice what the worker holds.
-		if len(w.pending) > 2*len(w.owned)+4096 {
+		if len(w.pending) > 2*max(len(w.owned), w.sentOwned)+4096 {
 			w.needSnapshot = true
 			w.pending = map[uint64]struct{}{}
 		}

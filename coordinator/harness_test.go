@@ -42,7 +42,7 @@ func (f *fakeClock) Advance(d time.Duration) {
 
 // env is a coordinator served over bufconn.
 type env struct {
-	t      *testing.T
+	t      testing.TB
 	c      *Coordinator
 	clock  *fakeClock
 	reg    *prometheus.Registry
@@ -53,7 +53,7 @@ type env struct {
 	stop   func()
 }
 
-func newEnv(t *testing.T, bucket objstore.Bucket, clock *fakeClock, opts Options) *env {
+func newEnv(t testing.TB, bucket objstore.Bucket, clock *fakeClock, opts Options) *env {
 	t.Helper()
 	if clock == nil {
 		clock = newClock()

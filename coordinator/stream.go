@@ -110,6 +110,7 @@ func (c *Coordinator) buildUpdate(w *worker, sess *session) []part {
 	base := w.lastSent
 	w.lastSent = gen
 	w.needSnapshot = false
+	w.sentOwned = len(w.owned)
 	if len(w.pending) > 0 {
 		w.pending = make(map[uint64]struct{})
 	}

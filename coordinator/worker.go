@@ -39,6 +39,8 @@ type worker struct {
 	pending  map[uint64]struct{} // targets to send in the next delta
 	// needSnapshot: the next update is a snapshot (pending dropped).
 	needSnapshot bool
+	// sentOwned is how many targets it held at the last update built.
+	sentOwned int
 
 	// Config state as last sent: job → hash, and the global hash.
 	jobHash    map[string]string
