@@ -407,6 +407,9 @@ func (w *Worker) applyUpdate(u *pb.WatchAssignmentsResponse) error {
 			return fmt.Errorf("generation %d: %w", u.Generation, err)
 		}
 		w.cfg = cfg
+		// A changed scrape config restarts its pool's loops, and new loops
+		// write staleness markers again: disable them on those too.
+		w.disableStaleness(res.noStaleness)
 	}
 	w.tsets <- next.targetGroups()
 	w.asg = next

@@ -1,0 +1,126 @@
+package scraper
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/stretchr/testify/require"
+
+	"github.com/shardscrape/shardscrape/internal/testenv"
+)
+
+// TestSameSeriesAsPrometheus is invariant 1 against real components: one
+// static config scraped by the worker (standalone) and by a real
+// Prometheus in agent mode, both remote-writing into one real
+// VictoriaMetrics under different cluster labels. The series sets, minus
+// the cluster label, are equal, and gauge values match.
+func TestSameSeriesAsPrometheus(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts VictoriaMetrics and Prometheus")
+	}
+	vm := testenv.StartVictoriaMetrics(t)
+
+	var addrs []string
+	for i := range 3 {
+		addrs = append(addrs, target(t, func(w http.ResponseWriter, _ *http.Request) {
+			fmt.Fprintf(w, "# TYPE conf_gauge gauge\nconf_gauge{kind=\"a\"} %d\nconf_gauge{kind=\"b\"} %d.5\n", i+1, i*10)
+			fmt.Fprintf(w, "# TYPE conf_requests_total counter\nconf_requests_total{code=\"200\"} 100\nconf_requests_total{code=\"500\"} 3\n")
+			fmt.Fprintf(w, "# TYPE conf_latency_seconds histogram\nconf_latency_seconds_bucket{le=\"0.1\"} 1\nconf_latency_seconds_bucket{le=\"+Inf\"} 2\nconf_latency_seconds_sum 0.3\nconf_latency_seconds_count 2\n")
+		}))
+	}
+	config := func(cluster string) string {
+		return fmt.Sprintf(`
+global:
+  scrape_interval: 1s
+  scrape_timeout: 500ms
+  external_labels:
+    cluster: %s
+scrape_configs:
+- job_name: conf
+  static_configs:
+  - targets: ['%s']
+    labels: {env: test}
+  - targets: ['%s']
+  metric_relabel_configs:
+  - source_labels: [kind]
+    regex: b
+    target_label: relabeled
+    replacement: "yes"
+- job_name: conf-second
+  metrics_path: /metrics
+  params: {x: ['1']}
+  static_configs:
+  - targets: ['%s']
+remote_write:
+- url: %s
+  queue_config: {batch_send_deadline: 1s}
+`, cluster, addrs[0], addrs[1], addrs[2], vm.WriteURL())
+	}
+
+	testenv.StartPrometheus(t, testenv.PrometheusOptions{Agent: true, Config: config("prom")})
+
+	dir := t.TempDir()
+	cfgFile := filepath.Join(dir, "prometheus.yml")
+	require.NoError(t, os.WriteFile(cfgFile, []byte(config("worker")), 0o644))
+	opts := standaloneOpts(filepath.Join(dir, "data"), cfgFile)
+	r := start(t, opts)
+
+	ctx := context.Background()
+	// key → value, per cluster, of the newest sample of each series.
+	read := func(cluster string) map[string]float64 {
+		ss, err := vm.Export(ctx, fmt.Sprintf(`{cluster=%q}`, cluster), time.Time{}, time.Time{})
+		require.NoError(t, err)
+		out := map[string]float64{}
+		for _, s := range ss {
+			key := labels.NewBuilder(s.Labels).Del("cluster").Labels().String()
+			out[key] = s.Values[len(s.Values)-1]
+		}
+		return out
+	}
+	var worker, prom map[string]float64
+	require.Eventually(t, func() bool {
+		worker, prom = read("worker"), read("prom")
+		// Every target's report series and exposition have arrived from both.
+		return len(worker) > 0 && len(worker) == len(prom) && countPrefix(worker, `{__name__="up"`) == 3 &&
+			countPrefix(prom, `{__name__="up"`) == 3 && countPrefix(worker, `{__name__="conf_gauge"`) == 6
+	}, 90*time.Second, 500*time.Millisecond)
+
+	require.Equal(t, keys(prom), keys(worker), "series sets differ")
+	for k, v := range prom {
+		if strings.HasPrefix(k, `{__name__="conf_gauge"`) || strings.HasPrefix(k, `{__name__="up"`) {
+			require.Equal(t, v, worker[k], k)
+		}
+	}
+	for k := range worker {
+		require.NotContains(t, k, "worker-0")
+	}
+	t.Logf("%d series from each", len(worker))
+	r.stop(t)
+}
+
+func countPrefix(m map[string]float64, p string) int {
+	n := 0
+	for k := range m {
+		if strings.HasPrefix(k, p) {
+			n++
+		}
+	}
+	return n
+}
+
+func keys(m map[string]float64) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
