@@ -165,7 +165,9 @@ func newCoordinator(f flagConfig, logger *slog.Logger) (a *app, err error) {
 			RenewDeadline:    f.leaderRenewDeadline,
 			RetryPeriod:      f.leaderRetryPeriod,
 			OnStartedLeading: a.host.startTerm,
-			OnStoppedLeading: a.host.stopTerm,
+			// On shutdown the term has ended before (see run); this is
+			// for a lost Lease.
+			OnStoppedLeading: a.host.loseTerm,
 		}, logger, a.reg)
 		if err != nil {
 			return nil, err
@@ -369,12 +371,15 @@ func (a *app) run(ctx context.Context) error {
 		// Syncer: discovery updates and pod changes through the relabel
 		// pipeline into the core.
 		ctx, cancel := context.WithCancel(context.Background())
-		var podChanged <-chan struct{}
+		var (
+			podsSynced func(context.Context) bool
+			podChanged <-chan struct{}
+		)
 		if a.pods != nil {
-			podChanged = a.pods.Changed()
+			podsSynced, podChanged = a.pods.WaitForSync, a.pods.Changed()
 		}
 		g.Add(func() error {
-			return a.syncer.run(ctx, a.discovery.SyncCh(), podChanged)
+			return a.syncer.run(ctx, a.discovery.SyncCh(), podsSynced, podChanged)
 		}, func(error) {
 			cancel()
 		})
@@ -398,11 +403,15 @@ func (a *app) run(ctx context.Context) error {
 	}
 	if a.elector != nil {
 		// Leader election. Cancelling it releases the Lease, so the other
-		// replica takes over within one retry period.
+		// replica takes over within one retry period. Order: the term ends
+		// and the core saves its assignment first, then the Lease is
+		// released, so the next leader loads the latest state.
 		ctx, cancel := context.WithCancel(context.Background())
 		g.Add(func() error {
 			return a.elector.Run(ctx)
 		}, func(error) {
+			a.host.stopTerm()
+			a.host.wait()
 			cancel()
 		})
 	}

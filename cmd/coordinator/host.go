@@ -2,12 +2,17 @@ package main
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/thanos-io/objstore"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -53,6 +58,9 @@ type host struct {
 
 // term is one leadership term's core.
 type term struct {
+	// fenced is set when leadership was lost (not given up): the core may
+	// no longer write state, since another replica may lead already.
+	fenced atomic.Bool
 	c      *coordinator.Coordinator
 	worker shardscrapev1.WorkerServiceServer
 	admin  shardscrapev1.AdminServiceServer
@@ -90,12 +98,24 @@ func (h *host) startTerm(ctx context.Context) {
 }
 
 // stopTerm ends the current term: calls fail with UNAVAILABLE from now on,
-// open streams end, and the core stops in the background.
-func (h *host) stopTerm() {
+// open streams end, and the core stops in the background, saving its
+// assignment. Use it when giving leadership up (shutdown), before the Lease
+// is released, and wait for the save with wait.
+func (h *host) stopTerm() { h.endTerm(false) }
+
+// loseTerm is stopTerm when leadership is lost (the Lease could not be
+// renewed): the core's writes to the bucket are fenced off first, since
+// another replica may lead and write already.
+func (h *host) loseTerm() { h.endTerm(true) }
+
+func (h *host) endTerm(lost bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for _, t := range []*term{h.cur, h.next} {
 		if t != nil {
+			if lost {
+				t.fenced.Store(true)
+			}
 			t.cancel()
 		}
 	}
@@ -128,10 +148,14 @@ func (h *host) runTerm(t *term, prev *term) {
 	// next term's core can register them again.
 	reg := &unregisterer{reg: h.reg}
 	defer reg.unregisterAll()
+	opts := h.opts
+	if opts.Bucket != nil {
+		opts.Bucket = &fencedBucket{Bucket: opts.Bucket, t: t}
+	}
 	var c *coordinator.Coordinator
 	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 10*time.Second) {
 		var err error
-		c, err = coordinator.New(t.ctx, h.opts, h.logger, reg)
+		c, err = coordinator.New(t.ctx, opts, h.logger, reg)
 		if err == nil {
 			break
 		}
@@ -402,6 +426,31 @@ func (g adminGate) PreviewRebalance(ctx context.Context, req *shardscrapev1.Prev
 	return forward(g.h, ctx, func(t *term, ctx context.Context) (*shardscrapev1.PreviewRebalanceResponse, error) {
 		return t.admin.PreviewRebalance(ctx, req)
 	})
+}
+
+// errFenced is what a term's core gets for writes after its leadership was
+// lost.
+var errFenced = errors.New("not the leader any more: state writes fenced off")
+
+// fencedBucket is a term's view of the state bucket: writes fail once the
+// term's leadership is lost.
+type fencedBucket struct {
+	objstore.Bucket
+	t *term
+}
+
+func (b *fencedBucket) Upload(ctx context.Context, name string, r io.Reader, opts ...objstore.ObjectUploadOption) error {
+	if b.t.fenced.Load() {
+		return fmt.Errorf("upload %s: %w", name, errFenced)
+	}
+	return b.Bucket.Upload(ctx, name, r, opts...)
+}
+
+func (b *fencedBucket) Delete(ctx context.Context, name string) error {
+	if b.t.fenced.Load() {
+		return fmt.Errorf("delete %s: %w", name, errFenced)
+	}
+	return b.Bucket.Delete(ctx, name)
 }
 
 // unregisterer registers on reg and unregisters everything it registered

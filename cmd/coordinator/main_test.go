@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -24,6 +25,7 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/shardscrape/shardscrape/internal/fake/kubeapi"
 	"github.com/shardscrape/shardscrape/internal/leader/leasetest"
 	shardscrapev1 "github.com/shardscrape/shardscrape/proto/shardscrape/v1"
 )
@@ -285,7 +287,7 @@ func TestReloadRejectsInvalidConfigAndAppliesValidOne(t *testing.T) {
 func TestNotLeaderFailsCallsWithUnavailable(t *testing.T) {
 	fake := leasetest.New()
 	srv := fake.Start()
-	defer srv.Close()
+	t.Cleanup(srv.Close) // after the instances stop (cleanups run last first)
 	// Another replica holds the Lease, renewing it far into the future.
 	cs, err := leasetest.Clientset(srv.URL)
 	require.NoError(t, err)
@@ -337,7 +339,7 @@ func TestNotLeaderFailsCallsWithUnavailable(t *testing.T) {
 func TestLeaderFailover(t *testing.T) {
 	fake := leasetest.New()
 	srv := fake.Start()
-	defer srv.Close()
+	t.Cleanup(srv.Close) // after the instances stop (cleanups run last first)
 
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "prometheus.yml")
@@ -373,12 +375,114 @@ func TestLeaderFailover(t *testing.T) {
 	require.NoError(t, err)
 	_, err = stream.Recv()
 	require.NoError(t, err)
+	// An admin mutation, persisted in the shared bucket.
+	_, err = shardscrapev1.NewAdminServiceClient(cc).PauseRebalancing(ctx, &shardscrapev1.PauseRebalancingRequest{Reason: "maintenance"})
+	require.NoError(t, err)
 
-	// The leader stops: it releases the Lease and the other takes over.
+	// The leader stops: it saves, releases the Lease and the other takes
+	// over with the state.
 	first.stop()
 	require.Eventually(t, func() bool { return ready(second) }, 30*time.Second, 20*time.Millisecond)
 	require.Equal(t, "1", second.metric(t, "shardscrape_coordinator_leader"))
-	jr, err = shardscrapev1.NewWorkerServiceClient(dial(t, second.a.grpcAddr())).Join(ctx, &shardscrapev1.JoinRequest{WorkerId: "scraper-0", Address: "127.0.0.1:1"})
+	cc2 := dial(t, second.a.grpcAddr())
+	rs, err := shardscrapev1.NewAdminServiceClient(cc2).RingStatus(ctx, &shardscrapev1.RingStatusRequest{})
+	require.NoError(t, err)
+	require.True(t, rs.GetRebalancingPaused())
+	require.Equal(t, "maintenance", rs.GetPauseReason())
+	jr, err = shardscrapev1.NewWorkerServiceClient(cc2).Join(ctx, &shardscrapev1.JoinRequest{WorkerId: "scraper-0", Address: "127.0.0.1:1"})
 	require.NoError(t, err)
 	require.NotZero(t, jr.GetLeaseEpoch())
+}
+
+func TestLeaderStepsDownWhenLeaseIsLost(t *testing.T) {
+	fake := leasetest.New()
+	srv := fake.Start()
+	t.Cleanup(srv.Close)
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "prometheus.yml")
+	writeFile(t, cfg, "scrape_configs:\n- job_name: node\n  static_configs: [{targets: ['10.0.0.1:9100']}]\n")
+	in := startInstance(t, "--config.file="+cfg,
+		"--leader-election.enabled", "--leader-election.api-server="+srv.URL,
+		"--leader-election.namespace=monitoring", "--leader-election.identity=coordinator-0",
+		"--leader-election.lease-duration=3s", "--leader-election.renew-deadline=1s", "--leader-election.retry-period=200ms")
+	in.waitReady(t)
+
+	cc := dial(t, in.a.grpcAddr())
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	wc := shardscrapev1.NewWorkerServiceClient(cc)
+	jr, err := wc.Join(ctx, &shardscrapev1.JoinRequest{WorkerId: "scraper-0", Address: "127.0.0.1:1"})
+	require.NoError(t, err)
+	stream, err := wc.WatchAssignments(ctx, &shardscrapev1.WatchAssignmentsRequest{WorkerId: "scraper-0", LeaseEpoch: jr.GetLeaseEpoch()})
+	require.NoError(t, err)
+	_, err = stream.Recv()
+	require.NoError(t, err)
+
+	// The API server goes away: renewals fail, the replica steps down, its
+	// open stream ends with UNAVAILABLE and it is no longer ready.
+	fake.SetDown(true)
+	for {
+		_, err = stream.Recv()
+		if err != nil {
+			break
+		}
+	}
+	require.Equal(t, codes.Unavailable, status.Code(err), "%v", err)
+	code, _ := in.get(t, "/-/ready")
+	require.Equal(t, http.StatusServiceUnavailable, code)
+	_, err = wc.Heartbeat(ctx, &shardscrapev1.HeartbeatRequest{WorkerId: "scraper-0", LeaseEpoch: jr.GetLeaseEpoch()})
+	require.Equal(t, codes.Unavailable, status.Code(err), "%v", err)
+	hr, err := healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{})
+	require.NoError(t, err)
+	require.Equal(t, healthpb.HealthCheckResponse_NOT_SERVING, hr.GetStatus())
+
+	// Back: it campaigns again and leads with a fresh core.
+	fake.SetDown(false)
+	in.waitReady(t)
+	_, err = wc.Join(ctx, &shardscrapev1.JoinRequest{WorkerId: "scraper-0", Address: "127.0.0.1:1"})
+	require.NoError(t, err)
+}
+
+func TestPodEnrichmentFollowsPodChurn(t *testing.T) {
+	api := kubeapi.New(kubeapi.Options{})
+	srv := httptest.NewServer(api)
+	t.Cleanup(srv.Close) // after the instances stop (cleanups run last first)
+	require.NoError(t, api.Apply(kubeapi.NewPod("shop", "web-0", "node-1", "10.1.0.5", map[string]string{"app": "web"}, nil)))
+
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "prometheus.yml")
+	writeFile(t, cfg, "scrape_configs:\n- job_name: app\n  static_configs: [{targets: ['10.1.0.5:8080', '10.9.9.9:8080']}]\n")
+	in := startInstance(t, "--config.file="+cfg, "--pod-enrichment.enabled", "--pod-enrichment.api-server="+srv.URL)
+	in.waitReady(t)
+
+	podOf := func() map[string][2]string {
+		code, body := in.get(t, "/api/v1/targets")
+		require.Equal(t, http.StatusOK, code)
+		var resp struct {
+			Data struct {
+				ActiveTargets []struct {
+					DiscoveredLabels map[string]string `json:"discoveredLabels"`
+					Labels           map[string]string `json:"labels"`
+				} `json:"activeTargets"`
+			}
+		}
+		require.NoError(t, json.Unmarshal([]byte(body), &resp))
+		out := map[string][2]string{}
+		for _, at := range resp.Data.ActiveTargets {
+			out[at.DiscoveredLabels["__address__"]] = [2]string{at.DiscoveredLabels["__meta_pod_name"], at.Labels["pod"]}
+		}
+		return out
+	}
+	require.Eventually(t, func() bool {
+		p := podOf()
+		return p["10.1.0.5:8080"] == [2]string{"web-0", "web-0"} && len(p) == 2
+	}, 30*time.Second, 20*time.Millisecond)
+	require.Equal(t, [2]string{"", ""}, podOf()["10.9.9.9:8080"])
+
+	// The IP goes to a new pod: the target's labels follow.
+	require.NoError(t, api.Delete(kubeapi.NewPod("shop", "web-0", "node-1", "10.1.0.5", nil, nil)))
+	require.NoError(t, api.Apply(kubeapi.NewPod("shop", "web-1", "node-2", "10.1.0.5", map[string]string{"app": "web"}, nil)))
+	require.Eventually(t, func() bool {
+		return podOf()["10.1.0.5:8080"] == [2]string{"web-1", "web-1"}
+	}, 30*time.Second, 20*time.Millisecond)
 }

@@ -128,9 +128,19 @@ func (s *syncer) resyncLocked(only map[string][]*targetgroup.Group) {
 	}
 }
 
-// run feeds discovery updates and pod changes (podChanged may be nil)
-// until ctx ends.
-func (s *syncer) run(ctx context.Context, syncCh <-chan map[string][]*targetgroup.Group, podChanged <-chan struct{}) error {
+// run feeds discovery updates and pod changes until ctx ends. With pod
+// enrichment (podsSynced and podChanged not nil) it first waits for the
+// pod index's initial list, so that targets are not assigned without
+// their pod labels and then moved when those arrive (the labels are part
+// of a target's identity).
+func (s *syncer) run(ctx context.Context, syncCh <-chan map[string][]*targetgroup.Group, podsSynced func(context.Context) bool, podChanged <-chan struct{}) error {
+	if podsSynced != nil {
+		s.logger.Info("Waiting for the pod index to sync")
+		if !podsSynced(ctx) {
+			return nil
+		}
+		s.logger.Info("Pod index synced")
+	}
 	for {
 		select {
 		case <-ctx.Done():
