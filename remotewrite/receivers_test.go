@@ -417,3 +417,137 @@ func TestPresetRequests(t *testing.T) {
 		})
 	}
 }
+
+// TestVictoriaMetricsOutage stops VictoriaMetrics while samples are written
+// and starts it again on the same address and data: the queue retries with
+// the preset's backoff and every sample arrives exactly once, none dropped.
+func TestVictoriaMetricsOutage(t *testing.T) {
+	vm := testenv.StartVictoriaMetrics(t)
+	rw, err := Endpoint{URL: vm.URL, Name: "vm"}.RemoteWriteConfig()
+	require.NoError(t, err)
+	p := startPipeline(t, rw)
+
+	before := newWorkload("rw_outage_before", 5, 10)
+	p.write(t, before)
+	require.Eventually(t, func() bool {
+		p.notify()
+		got, err := vm.SampleCounts(t.Context(), `{__name__="rw_outage_before"}`)
+		require.NoError(t, err)
+		return sum(got) == before.nSeries*before.nSamples
+	}, time.Minute, 100*time.Millisecond)
+
+	require.NoError(t, vm.Stop())
+	during := newWorkload("rw_outage_during", 5, 10)
+	p.write(t, during)
+	require.Eventually(t, func() bool {
+		p.notify()
+		return metricValue(t, p.reg, "prometheus_remote_storage_samples_retried_total", map[string]string{"remote_name": "vm"}) > 0
+	}, time.Minute, 100*time.Millisecond, "the queue never met the outage")
+	require.NoError(t, vm.Start())
+
+	var got map[string]int
+	require.Eventually(t, func() bool {
+		p.notify()
+		got, err = vm.SampleCounts(t.Context(), `{__name__=~"rw_outage_.*"}`)
+		require.NoError(t, err)
+		return sum(got) >= (before.nSeries*before.nSamples + during.nSeries*during.nSamples)
+	}, time.Minute, 100*time.Millisecond, "samples written during the outage did not arrive: %v", got)
+	want := before.want()
+	for k, v := range during.want() {
+		want[k] = v
+	}
+	require.Equal(t, want, got)
+	require.Zero(t, failedSamples(t, p.reg, "vm"))
+}
+
+// TestOutOfOrderAcrossWorkers is the handoff case: two workers briefly
+// scrape one target at different offsets, so one series arrives with
+// interleaved timestamps from two writers. VictoriaMetrics takes them as
+// they come; Prometheus (and Thanos Receive, the same TSDB) rejects the
+// older ones unless an out-of-order window is configured (README).
+func TestOutOfOrderAcrossWorkers(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		start      func(t *testing.T) (url string, r Receiver, count func(name string) int)
+		wantReject bool
+	}{
+		{
+			name: "victoriametrics",
+			start: func(t *testing.T) (string, Receiver, func(string) int) {
+				vm := testenv.StartVictoriaMetrics(t)
+				return vm.URL, VictoriaMetrics, func(name string) int {
+					got, err := vm.SampleCounts(t.Context(), fmt.Sprintf("{__name__=%q}", name))
+					require.NoError(t, err)
+					return sum(got)
+				}
+			},
+		},
+		{
+			name:       "prometheus without out-of-order window",
+			start:      startPrometheusReceiver(0),
+			wantReject: true,
+		},
+		{
+			name:  "prometheus with out-of-order window",
+			start: startPrometheusReceiver(10 * time.Minute),
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			url, r, count := tc.start(t)
+			rwA, err := Endpoint{URL: url, Receiver: r, Name: "worker-a"}.RemoteWriteConfig()
+			require.NoError(t, err)
+			rwB, err := Endpoint{URL: url, Receiver: r, Name: "worker-b"}.RemoteWriteConfig()
+			require.NoError(t, err)
+			a, b := startPipeline(t, rwA), startPipeline(t, rwB)
+
+			// Worker A (the old owner) has delivered samples at 0, 20, …;
+			// worker B (the new owner) then delivers 10, 30, … of the same
+			// series, offset by half an interval: older than A's latest.
+			w := newWorkload("rw_ooo_test", 1, 10)
+			series := w.series(0)
+			ts := func(j int) int64 { return w.start.UnixMilli() + int64(j)*10 }
+			appendAll := func(p *pipeline, odd bool) {
+				app := p.db.Appender(t.Context())
+				for j := range 2 * w.nSamples {
+					if (j%2 == 1) == odd {
+						_, err := app.Append(0, series, ts(j), float64(j))
+						require.NoError(t, err)
+					}
+				}
+				require.NoError(t, app.Commit())
+			}
+			appendAll(a, false)
+			require.Eventually(t, func() bool {
+				a.notify()
+				return time.Now().UnixMilli() > ts(2*w.nSamples) && count(w.name) == w.nSamples
+			}, time.Minute, 100*time.Millisecond, "worker A's samples did not arrive")
+
+			appendAll(b, true)
+			if tc.wantReject {
+				require.Eventually(t, func() bool {
+					b.notify()
+					return failedSamples(t, b.reg, "worker-b") > 0
+				}, time.Minute, 100*time.Millisecond, "out-of-order samples were accepted without a window")
+				// Only B's last sample is newer than A's latest.
+				require.Equal(t, w.nSamples+1, count(w.name))
+				return
+			}
+			require.Eventually(t, func() bool {
+				b.notify()
+				return count(w.name) == 2*w.nSamples
+			}, time.Minute, 100*time.Millisecond)
+			require.Zero(t, failedSamples(t, b.reg, "worker-b"))
+		})
+	}
+}
+
+func startPrometheusReceiver(oooWindow time.Duration) func(t *testing.T) (string, Receiver, func(string) int) {
+	return func(t *testing.T) (string, Receiver, func(string) int) {
+		prom := testenv.StartPrometheus(t, testenv.PrometheusOptions{RemoteWriteReceiver: true, OutOfOrderTimeWindow: oooWindow})
+		return prom.URL, Prometheus, func(name string) int {
+			got, err := prom.SampleCounts(t.Context(), fmt.Sprintf("{__name__=%q}", name), time.Hour)
+			require.NoError(t, err)
+			return sum(got)
+		}
+	}
+}
