@@ -38,6 +38,9 @@ type target struct {
 	deadline time.Time
 	interval time.Duration // from __scrape_interval__, 0 if absent
 	reason   uint8
+	seen     uint64 // update sequence that last listed it
+	// inline backs slots for one owner, saving an allocation per target.
+	inline [1]slot
 	// Last load reported by an owner.
 	series uint64
 	up     bool
@@ -113,7 +116,8 @@ func (c *Coordinator) members() []*worker {
 	return ws
 }
 
-// updateRing rebuilds the ring when the active member set changed.
+// updateRing rebuilds the ring when the active member set changed: With or
+// Without for one join or leave (a fraction of New's cost), else New.
 func (c *Coordinator) updateRing() {
 	ws := c.members()
 	var sb strings.Builder
@@ -127,19 +131,65 @@ func (c *Coordinator) updateRing() {
 		sb.WriteByte(0)
 		ms = append(ms, shardring.Member{ID: w.id, Weight: w.capacity, Zone: w.zone})
 	}
-	if sig := sb.String(); sig != c.ringSig || (c.ring == nil && len(ms) > 0) {
-		c.ringSig = sig
+	sig := sb.String()
+	if sig == c.ringSig && (c.ring != nil) == (len(ms) > 0) {
+		return
+	}
+	c.ringSig = sig
+	if len(ms) == 0 {
 		c.ring = nil
-		if len(ms) > 0 {
-			r, err := shardring.New(ms, c.opts.Ring)
-			if err != nil {
-				// Members are validated on Join; this is a bug.
-				c.logger.Error("Build ring", "err", err)
-			} else {
-				c.ring = r
-			}
+		return
+	}
+	if c.ring != nil {
+		if r := c.ringStep(ms); r != nil {
+			c.ring = r
+			return
 		}
 	}
+	r, err := shardring.New(ms, c.opts.Ring)
+	if err != nil {
+		// Members are validated on Join; this is a bug.
+		c.logger.Error("Build ring", "err", err)
+		c.ring = nil
+		return
+	}
+	c.ring = r
+}
+
+// ringStep derives the ring for ms from the current one when they differ
+// by one member; nil otherwise.
+func (c *Coordinator) ringStep(ms []shardring.Member) *shardring.Ring {
+	old := c.ring.Members()
+	same := func(a, b shardring.Member) bool {
+		return a.ID == b.ID && a.Zone == b.Zone && max(a.Weight, 1) == max(b.Weight, 1)
+	}
+	// diff returns the only member of a not in b, if exactly one.
+	diff := func(a, b []shardring.Member) (shardring.Member, bool) {
+		if len(a) != len(b)+1 {
+			return shardring.Member{}, false
+		}
+		i := 0
+		for i < len(b) && same(a[i], b[i]) {
+			i++
+		}
+		for j := i; j < len(b); j++ {
+			if !same(a[j+1], b[j]) {
+				return shardring.Member{}, false
+			}
+		}
+		return a[i], true
+	}
+	if m, ok := diff(ms, old); ok {
+		if r, err := c.ring.With(m); err == nil {
+			return r
+		}
+	}
+	if m, ok := diff(old, ms); ok {
+		if r, err := c.ring.Without(m.ID); err == nil {
+			return r
+		}
+	}
+	return nil
 }
 
 // reconcile recomputes every target's desired owners and moves the owner

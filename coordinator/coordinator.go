@@ -174,6 +174,8 @@ type Coordinator struct {
 	needReconcile bool
 	// moves counts targets that got a new owner while having one.
 	moves uint64
+	// seq numbers target updates (target.seen).
+	seq uint64
 
 	dirty       map[*worker]struct{}
 	assignDirty bool
@@ -322,7 +324,10 @@ func (c *Coordinator) UpdateTargets(byJob map[string][]relabel.Target) {
 
 func (c *Coordinator) setJobTargets(job string, ts []relabel.Target) {
 	old := c.jobIDs[job]
-	keep := make(map[uint64]struct{}, len(ts))
+	// Mark the targets seen in this update instead of building a set: a
+	// full change of a million targets is one pass over each list.
+	c.seq++
+	seq := c.seq
 	ids := make([]uint64, 0, len(ts))
 	for i := range ts {
 		rt := &ts[i]
@@ -330,13 +335,14 @@ func (c *Coordinator) setJobTargets(job string, ts []relabel.Target) {
 			c.logger.Warn("Target of another job ignored", "job", job, "target_job", rt.Job, "address", rt.Address)
 			continue
 		}
-		if _, dup := keep[rt.ID]; dup {
+		t, ok := c.targets[rt.ID]
+		if ok && t.seen == seq {
 			c.duplicates++
 			continue
 		}
-		keep[rt.ID] = struct{}{}
 		ids = append(ids, rt.ID)
-		if t, ok := c.targets[rt.ID]; ok {
+		if ok {
+			t.seen = seq
 			if t.Key != rt.Key || t.Address != rt.Address || !labelsEqual(t, rt) {
 				t.Key, t.Address, t.Labels = rt.Key, rt.Address, rt.Labels
 				t.interval = intervalOf(rt.Labels)
@@ -346,17 +352,15 @@ func (c *Coordinator) setJobTargets(job string, ts []relabel.Target) {
 			}
 			continue
 		}
-		t := &target{Target: *rt, interval: intervalOf(rt.Labels)}
+		t = &target{Target: *rt, interval: intervalOf(rt.Labels), seen: seq}
+		t.slots = t.inline[:0]
 		c.targets[rt.ID] = t
 		if c.prevOwners != nil && !c.grace {
 			c.seedPrevious(t)
 		}
 	}
 	for _, id := range old {
-		if _, ok := keep[id]; ok {
-			continue
-		}
-		if t, ok := c.targets[id]; ok {
+		if t, ok := c.targets[id]; ok && t.seen != seq {
 			c.dropAll(t)
 			delete(c.targets, id)
 		}
