@@ -97,6 +97,7 @@ func Binary(t testing.TB, name string) string {
 	msg := fmt.Sprintf("testenv: %s not found at %s: run `make receivers` (installs VictoriaMetrics, vmagent and Prometheus into ./bin)", name, path)
 	if testing.Short() {
 		t.Skip(msg)
+		return ""
 	}
 	t.Fatal(msg)
 	return ""

@@ -2,11 +2,14 @@ package testenv
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"math"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -151,4 +154,102 @@ remote_write:
 	require.NoError(t, err)
 	require.Positive(t, au.PeakRSSBytes)
 	require.NoError(t, agent.Stop(), "agent exit status after SIGTERM")
+}
+
+// fakeTB records what Binary does instead of ending the test.
+type fakeTB struct {
+	testing.TB
+	skipped, failed string
+}
+
+func (*fakeTB) Helper()                     {}
+func (f *fakeTB) Skip(args ...any)          { f.skipped = fmt.Sprint(args...) }
+func (f *fakeTB) Fatal(args ...any)         { f.failed = fmt.Sprint(args...) }
+func (f *fakeTB) Fatalf(s string, a ...any) { f.failed = fmt.Sprintf(s, a...) }
+
+func TestBinaryMissing(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv(EnvBin, dir)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "present"), []byte("#!/bin/sh\n"), 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "not-executable"), nil, 0o644))
+
+	f := &fakeTB{TB: t}
+	require.Equal(t, filepath.Join(dir, "present"), Binary(f, "present"))
+	require.Empty(t, f.failed+f.skipped)
+
+	short := testing.Short()
+	defer func() { require.NoError(t, flag.Set("test.short", strconv.FormatBool(short))) }()
+	for _, name := range []string{"absent", "not-executable"} {
+		require.NoError(t, flag.Set("test.short", "false"))
+		f := &fakeTB{TB: t}
+		Binary(f, name)
+		require.Contains(t, f.failed, "run `make receivers`", "without -short a missing binary fails the test")
+		require.Empty(t, f.skipped)
+
+		require.NoError(t, flag.Set("test.short", "true"))
+		f = &fakeTB{TB: t}
+		Binary(f, name)
+		require.Contains(t, f.skipped, "run `make receivers`", "under -short a missing binary skips the test")
+		require.Empty(t, f.failed)
+	}
+}
+
+func TestVMAgent(t *testing.T) {
+	vm := StartVictoriaMetrics(t)
+	target := strings.TrimPrefix(vm.URL, "http://")
+	agent := StartVMAgent(t, VMAgentOptions{
+		ScrapeConfig: fmt.Sprintf(`
+scrape_configs:
+  - job_name: vm
+    scrape_interval: 1s
+    static_configs:
+      - targets: [%q]
+`, target),
+		RemoteWriteURLs: []string{vm.WriteURL()},
+		ExtraArgs:       []string{"-remoteWrite.flushInterval=100ms"},
+	})
+	require.Eventually(t, func() bool {
+		counts, err := vm.SampleCounts(context.Background(), `up{job="vm"}`)
+		require.NoError(t, err)
+		return counts[`{__name__="up", instance="`+target+`", job="vm"}`] >= 2
+	}, time.Minute, 100*time.Millisecond)
+	require.NoError(t, agent.Stop())
+}
+
+func TestMetrics(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprint(w, `# TYPE c_total counter
+c_total{k="a"} 2
+c_total{k="b"} 3
+# TYPE g gauge
+g 1.5
+# TYPE h histogram
+h_bucket{le="+Inf"} 4
+h_sum 10
+h_count 4
+`)
+	}))
+	defer srv.Close()
+	ms, err := Metrics(t.Context(), srv.URL)
+	require.NoError(t, err)
+	for _, tc := range []struct {
+		name  string
+		match map[string]string
+		want  float64
+		ok    bool
+	}{
+		{"c_total", nil, 5, true},
+		{"c_total", map[string]string{"k": "b"}, 3, true},
+		{"c_total", map[string]string{"k": "z"}, 0, false},
+		{"g", nil, 1.5, true},
+		{"h_sum", nil, 10, true},
+		{"h_count", nil, 4, true},
+		{"absent", nil, 0, false},
+	} {
+		got, ok := ms.Sum(tc.name, tc.match)
+		require.Equal(t, tc.ok, ok, tc.name)
+		require.Equal(t, tc.want, got, tc.name)
+	}
+	_, err = Metrics(t.Context(), srv.URL+"/nope\x00")
+	require.Error(t, err)
 }
