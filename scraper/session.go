@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -61,6 +62,8 @@ type session struct {
 
 	// Of the current lease; read by leave.
 	epoch chan uint64 // holds the current epoch (buffer 1), empty without a lease
+	// leaving: Leave was called; a lost lease is not joined again.
+	leaving atomic.Bool
 }
 
 func newSession(w *Worker) *session {
@@ -90,7 +93,7 @@ func (s *session) currentEpoch() (uint64, bool) {
 func (s *session) run(ctx context.Context) {
 	w := s.w
 	bo := backoff{min: w.opts.BackoffMin, max: w.opts.BackoffMax}
-	for ctx.Err() == nil {
+	for ctx.Err() == nil && !s.leaving.Load() {
 		resp, err := w.opts.Client.Join(ctx, &pb.JoinRequest{
 			WorkerId:   w.opts.WorkerID,
 			Address:    w.opts.Address,
@@ -128,6 +131,11 @@ func (s *session) run(ctx context.Context) {
 		s.setEpoch(0, false)
 		w.metrics.connected.Set(0)
 		if ctx.Err() != nil {
+			return
+		}
+		if s.leaving.Load() {
+			// Leave released the lease; scraping goes on until shutdown.
+			<-ctx.Done()
 			return
 		}
 		w.logger.Warn("lease lost; joining again, scraping the last assignment meanwhile", "err", err)
@@ -284,6 +292,7 @@ func (s *session) stream(ctx context.Context, epoch uint64, bo *backoff) error {
 // handed over.
 func (s *session) leave(timeout time.Duration) bool {
 	w := s.w
+	s.leaving.Store(true)
 	epoch, ok := s.currentEpoch()
 	if !ok {
 		w.logger.Warn("no lease to leave; stopping targets as Prometheus does")

@@ -40,6 +40,9 @@ const (
 	DefaultBackoffMin     = 500 * time.Millisecond
 	DefaultBackoffMax     = 30 * time.Second
 	DefaultAckPoll        = time.Second
+	// DefaultCoordinatorReload is the scrape manager's target reload
+	// throttle in coordinator mode (Prometheus's 5s in standalone mode).
+	DefaultCoordinatorReload = time.Second
 	// DefaultHeartbeat is used until a JoinResponse says otherwise.
 	DefaultHeartbeat = 10 * time.Second
 )
@@ -110,6 +113,12 @@ func (o *Options) applyDefaults() {
 	}
 	if o.Scrape == nil {
 		o.Scrape = &scrape.Options{}
+	}
+	if o.Scrape.DiscoveryReloadInterval == 0 && o.Client != nil {
+		// Incoming targets must start within the coordinator's handoff
+		// timeout (by default twice the scrape interval), after this
+		// throttle and their scrape offset.
+		o.Scrape.DiscoveryReloadInterval = model.Duration(DefaultCoordinatorReload)
 	}
 	if o.HandoffTimeout <= 0 {
 		o.HandoffTimeout = DefaultHandoffTimeout

@@ -81,8 +81,8 @@ func newApp(cfg *flagConfig) *kingpin.Application {
 		Default(scraper.DefaultHandoffTimeout.String()).DurationVar(&cfg.handoffTimeout)
 	a.Flag("storage.remote.flush-deadline", "How long to wait flushing remote-write samples on shutdown.").
 		Default("1m").SetValue(&cfg.flushDeadline)
-	a.Flag("scrape.discovery-reload-interval", "Interval at which the scrape manager applies target changes (Prometheus's).").
-		Hidden().Default("5s").SetValue(&cfg.discoveryReload)
+	a.Flag("scrape.discovery-reload-interval", "Interval at which the scrape manager applies target changes. 0: 1s with a coordinator (incoming targets start quickly), Prometheus's 5s in standalone mode.").
+		Hidden().Default("0s").SetValue(&cfg.discoveryReload)
 	cfg.remoteWrite = remotewrite.RegisterFlags(a)
 	promslogflag.AddFlags(a, &cfg.log)
 	return a
