@@ -12,11 +12,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/golang/snappy"
 	remoteapi "github.com/prometheus/client_golang/exp/api/remote"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/config"
 	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/prompb"
 	"github.com/prometheus/prometheus/scrape"
 	"github.com/prometheus/prometheus/storage/remote"
 	"github.com/prometheus/prometheus/tsdb/agent"
@@ -550,4 +552,30 @@ func startPrometheusReceiver(oooWindow time.Duration) func(t *testing.T) (string
 			return sum(got)
 		}
 	}
+}
+
+// TestVictoriaMetricsTakesMetadata: with remote-write 1.0 Prometheus sends
+// metric metadata (metadata_config.send, on by default) in requests of its
+// own, every minute; VictoriaMetrics must accept them, or every worker would
+// log and count a failure per minute.
+func TestVictoriaMetricsTakesMetadata(t *testing.T) {
+	vm := testenv.StartVictoriaMetrics(t)
+	rw, err := Endpoint{URL: vm.URL}.RemoteWriteConfig()
+	require.NoError(t, err)
+	require.True(t, rw.MetadataConfig.Send)
+	c, err := remote.NewWriteClient("vm", &remote.ClientConfig{
+		URL:              rw.URL,
+		WriteProtoMsg:    rw.ProtobufMessage,
+		Timeout:          rw.RemoteTimeout,
+		HTTPClientConfig: rw.HTTPClientConfig,
+		Headers:          rw.Headers,
+	})
+	require.NoError(t, err)
+	req := &prompb.WriteRequest{Metadata: []prompb.MetricMetadata{
+		{MetricFamilyName: "rw_meta_test", Type: prompb.MetricMetadata_COUNTER, Help: "help text", Unit: ""},
+	}}
+	raw, err := req.Marshal()
+	require.NoError(t, err)
+	_, err = c.Store(t.Context(), snappy.Encode(nil, raw), 0)
+	require.NoError(t, err)
 }
