@@ -151,7 +151,14 @@ func newCoordinator(f flagConfig, logger *slog.Logger) (a *app, err error) {
 		return nil, errors.New("create the discovery manager")
 	}
 
-	if f.leaderElection {
+	if !f.leaderElection {
+		// Alone, this replica always leads; the gauge says so, as the
+		// elector's does with leader election.
+		a.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "shardscrape_coordinator_leader",
+			Help: "1 when this coordinator replica holds the leader Lease, 0 otherwise.",
+		}, func() float64 { return 1 }))
+	} else {
 		kc, err := relabel.NewKubeClient(f.leaderAPIServer, f.leaderKubeconfig)
 		if err != nil {
 			return nil, fmt.Errorf("--leader-election.*: %w", err)
@@ -279,6 +286,11 @@ func (a *app) reload() error {
 	}
 	a.metrics.reloadSuccess.Set(1)
 	a.metrics.reloadTime.SetToCurrentTime()
+	// The gRPC token files are re-read on change anyway; a reload makes it
+	// immediate. A bad token file keeps the last good token.
+	if err := a.grpc.Reload(); err != nil {
+		a.logger.Error("Reload gRPC token files", "err", err)
+	}
 	a.logger.Info("Configuration reloaded", "file", a.flags.configFile, "jobs", len(lc.core.Jobs), "duration", time.Since(start))
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -47,6 +48,9 @@ type host struct {
 	reg    *prometheus.Registry
 	health healthSetter
 
+	// feedMu orders the feeds of configuration and targets into the
+	// cores; mu guards the fields below and is never held during a feed.
+	feedMu     sync.Mutex
 	mu         sync.Mutex
 	cur        *term // nil while not leading or loading
 	next       *term // the term being started, until it is loaded
@@ -169,26 +173,42 @@ func (h *host) runTerm(t *term, prev *term) {
 	}
 	t.c, t.worker, t.admin, t.web = c, c.WorkerService(), c.AdminService(), c.Handler()
 
+	// Feed the new core what discovery and the configuration gave so far,
+	// then serve. feedMu keeps later feeds from overtaking this one;
+	// h.mu is not held while the core works, so that readiness and
+	// gRPC calls are not held up by a large target set.
+	h.feedMu.Lock()
 	h.mu.Lock()
 	if h.next != t {
 		h.mu.Unlock()
+		h.feedMu.Unlock()
 		return // stopped while loading
 	}
-	if h.cfg != nil {
-		if err := c.ApplyConfig(*h.cfg); err != nil {
+	cfg, targets, discovered := h.cfg, maps.Clone(h.targets), maps.Clone(h.discovered)
+	h.mu.Unlock()
+	if cfg != nil {
+		if err := c.ApplyConfig(*cfg); err != nil {
 			// Validated at load; cannot happen short of a bug.
 			h.logger.Error("Apply configuration to the coordinator core", "err", err)
 		}
 	}
-	for job, n := range h.discovered {
+	for job, n := range discovered {
 		c.SetDiscovered(job, n)
 	}
-	if len(h.targets) > 0 {
-		c.UpdateTargets(h.targets)
+	if len(targets) > 0 {
+		c.UpdateTargets(targets)
 	}
-	h.next, h.cur = nil, t
-	h.health.SetServing()
+	h.mu.Lock()
+	serving := h.next == t
+	if serving {
+		h.next, h.cur = nil, t
+		h.health.SetServing()
+	}
 	h.mu.Unlock()
+	h.feedMu.Unlock()
+	if !serving {
+		return
+	}
 	h.logger.Info("Coordinator core started: serving workers")
 
 	if err := c.Run(t.ctx); err != nil {
@@ -214,11 +234,14 @@ func (h *host) current() (*term, error) {
 
 // applyConfig keeps cfg for later terms and applies it to the current one.
 func (h *host) applyConfig(cfg coordinator.Config) error {
+	h.feedMu.Lock()
+	defer h.feedMu.Unlock()
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	h.cfg = &cfg
-	if h.cur != nil {
-		return h.cur.c.ApplyConfig(cfg)
+	cur := h.cur
+	h.mu.Unlock()
+	if cur != nil {
+		return cur.c.ApplyConfig(cfg)
 	}
 	return nil
 }
@@ -226,8 +249,9 @@ func (h *host) applyConfig(cfg coordinator.Config) error {
 // updateTargets keeps the targets of the jobs in byJob (nil or empty: the
 // job has none) and hands them to the current term.
 func (h *host) updateTargets(byJob map[string][]relabel.Target, discovered map[string]int) {
+	h.feedMu.Lock()
+	defer h.feedMu.Unlock()
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	for job, ts := range byJob {
 		if len(ts) == 0 {
 			delete(h.targets, job)
@@ -240,13 +264,15 @@ func (h *host) updateTargets(byJob map[string][]relabel.Target, discovered map[s
 			h.discovered[job] = discovered[job]
 		}
 	}
-	if h.cur == nil {
+	cur := h.cur
+	h.mu.Unlock()
+	if cur == nil {
 		return
 	}
 	for job := range byJob {
-		h.cur.c.SetDiscovered(job, discovered[job])
+		cur.c.SetDiscovered(job, discovered[job])
 	}
-	h.cur.c.UpdateTargets(byJob)
+	cur.c.UpdateTargets(byJob)
 }
 
 // ServeHTTP serves the current core's pages (/api/v1/targets, /ring,

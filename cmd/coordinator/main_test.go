@@ -203,6 +203,7 @@ func TestHTTPEndpointsAndHealth(t *testing.T) {
 	require.Equal(t, http.StatusOK, code, body)
 	require.Equal(t, "1", in.metric(t, "shardscrape_coordinator_config_last_reload_successful"))
 	require.NotEmpty(t, in.metric(t, "go_goroutines"))
+	require.Equal(t, "1", in.metric(t, "shardscrape_coordinator_leader"))
 	require.Eventually(t, func() bool { return len(in.jobs(t)["node"]) == 2 }, 30*time.Second, 20*time.Millisecond)
 	require.Eventually(t, func() bool {
 		return in.metric(t, "shardscrape_coordinator_targets_kept") == "2"
