@@ -41,8 +41,14 @@ func restart(t *testing.T, e *env, fws []*fakeWorker, ts []relabel.Target) (*env
 	out := make([]*fakeWorker, len(fws))
 	for i, fw := range fws {
 		out[i] = e2.join(fw.id, gens[i])
-		if i < len(fws)-1 {
+		e2.c.mu.Lock()
+		grace := e2.c.grace
+		e2.c.mu.Unlock()
+		if grace {
 			require.Zero(t, out[i].generation(), "nothing is sent during the startup grace")
+		}
+		if i == 0 {
+			require.True(t, grace)
 		}
 	}
 	require.False(t, e2.c.grace, "grace ends when every previous worker joined")

@@ -90,12 +90,12 @@ func (c *Coordinator) touch(w *worker, id uint64) {
 		return
 	}
 	if !w.needSnapshot {
-		w.pending[id] = struct{}{}
+		w.pending = append(w.pending, id)
 		// A worker far behind gets a snapshot instead: pending never grows
 		// past about twice what the worker holds.
 		if len(w.pending) > 2*max(len(w.owned), w.sentOwned)+4096 {
 			w.needSnapshot = true
-			w.pending = map[uint64]struct{}{}
+			w.pending = nil
 		}
 	}
 	c.dirty[w] = struct{}{}
@@ -439,7 +439,7 @@ func (c *Coordinator) release(w *worker, state shardscrapev1.WorkerState) {
 	}
 	w.owned = map[uint64]struct{}{}
 	w.outgoing = map[uint64]struct{}{}
-	w.pending = map[uint64]struct{}{}
+	w.pending = nil
 	w.needSnapshot = true
 	w.state = state
 	w.endSession(errLeaseGone)

@@ -54,8 +54,10 @@ func (c *Coordinator) buildUpdate(w *worker, sess *session) []part {
 			}
 		}
 	} else {
+		slices.Sort(w.pending)
+		w.pending = slices.Compact(w.pending)
 		items = make([]item, 0, len(w.pending))
-		for id := range w.pending {
+		for _, id := range w.pending {
 			t := c.targets[id]
 			i := -1
 			if t != nil {
@@ -111,9 +113,7 @@ func (c *Coordinator) buildUpdate(w *worker, sess *session) []part {
 	w.lastSent = gen
 	w.needSnapshot = false
 	w.sentOwned = len(w.owned)
-	if len(w.pending) > 0 {
-		w.pending = make(map[uint64]struct{})
-	}
+	w.pending = nil
 	c.mu.Unlock()
 
 	// Build and split outside the lock: labels are immutable, configs are
@@ -153,7 +153,7 @@ func (c *Coordinator) buildUpdate(w *worker, sess *session) []part {
 	}
 	for i := range items {
 		t := toTarget(&items[i])
-		b.add(proto.Size(t) + 8)
+		b.add(targetSize(&items[i]))
 		b.cur.Upserts = append(b.cur.Upserts, t)
 	}
 	return b.finish()
@@ -207,4 +207,14 @@ func toTarget(it *item) *shardscrapev1.Target {
 		i++
 	})
 	return &shardscrapev1.Target{Id: it.id, Job: it.job, Labels: ls, State: it.state, Replica: it.replica}
+}
+
+// targetSize bounds the encoded size of it as an upserts element: each
+// field's tag and length prefix take at most 1 + 5 bytes.
+func targetSize(it *item) int {
+	n := 6 + 9 + 6 + len(it.job) + 2 + 6
+	it.lbls.Range(func(l labels.Label) {
+		n += 6 + 6 + len(l.Name) + 6 + len(l.Value)
+	})
+	return n
 }

@@ -36,7 +36,8 @@ type worker struct {
 
 	owned    map[uint64]struct{} // targets with a slot of this worker
 	outgoing map[uint64]struct{} // those whose slot is OUTGOING
-	pending  map[uint64]struct{} // targets to send in the next delta
+	// pending lists targets to send in the next delta (repeats allowed).
+	pending []uint64
 	// needSnapshot: the next update is a snapshot (pending dropped).
 	needSnapshot bool
 	// sentOwned is how many targets it held at the last update built.
@@ -56,7 +57,6 @@ func newWorker(id string) *worker {
 		id:           id,
 		owned:        map[uint64]struct{}{},
 		outgoing:     map[uint64]struct{}{},
-		pending:      map[uint64]struct{}{},
 		needSnapshot: true,
 		jobHash:      map[string]string{},
 	}
@@ -358,7 +358,7 @@ func (s workerService) WatchAssignments(req *shardscrapev1.WatchAssignmentsReque
 	}
 	if rg := req.GetResumeGeneration(); rg == 0 || rg != w.lastSent {
 		w.needSnapshot = true
-		w.pending = map[uint64]struct{}{}
+		w.pending = nil
 	}
 	w.sess = sess
 	w.wake()
