@@ -176,8 +176,10 @@ func (p *Process) Start() error {
 	cmd.Stdout = p.logs
 	cmd.Stderr = p.logs
 	// Its own process group: a ^C to `go test` does not reach it before the
-	// cleanup does, and the cleanup signals this pid only.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// cleanup does, and the cleanup signals this pid only. Pdeathsig kills it
+	// if the test binary dies without running cleanups (a -timeout panic),
+	// so no receiver outlives its test.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start %s: %w", p.path, err)
 	}
