@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -31,6 +32,12 @@ import (
 )
 
 const seedConfig = "../../../shared/seed/prometheus-seed.yml"
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		// Started by an objstore provider's package init, not by us.
+		goleak.IgnoreTopFunction("github.com/baidubce/bce-sdk-go/util/log.NewLogger.func1"))
+}
 
 func TestConfigCheck(t *testing.T) {
 	dir := t.TempDir()
@@ -239,6 +246,28 @@ func TestHTTPEndpointsAndHealth(t *testing.T) {
 	require.Equal(t, []*shardscrapev1.Label{{Name: "cluster_name", Value: "eu1"}}, stripLabels(msg.GetGlobal().GetExternalLabels()))
 	require.Len(t, msg.GetConfigs(), 1)
 	require.Equal(t, "node", msg.GetConfigs()[0].GetJobName())
+	// Discovery's targets reach the worker through the pipeline and core.
+	held := map[string]bool{}
+	for _, u := range msg.GetUpserts() {
+		held[addressOf(u)] = true
+	}
+	for len(held) < 2 {
+		msg, err = stream.Recv()
+		require.NoError(t, err)
+		for _, u := range msg.GetUpserts() {
+			held[addressOf(u)] = true
+		}
+	}
+	require.Equal(t, map[string]bool{"10.0.0.1:9100": true, "10.0.0.2:9100": true}, held)
+}
+
+func addressOf(t *shardscrapev1.Target) string {
+	for _, l := range t.GetLabels() {
+		if l.GetName() == "__address__" {
+			return l.GetValue()
+		}
+	}
+	return ""
 }
 
 func stripLabels(ls []*shardscrapev1.Label) []*shardscrapev1.Label {
