@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/prometheus/common/model"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -197,5 +198,38 @@ func TestCorruptStateFile(t *testing.T) {
 	r := start(t, workerOpts(dir, dial(t, deadAddr(t))))
 	require.Eventually(t, func() bool { return testutil.ToFloat64(r.w.metrics.persistErrors) == 1 }, 10*time.Second, 10*time.Millisecond)
 	require.False(t, r.w.Ready())
+	r.stop(t)
+}
+
+// TestOutgoingWithConfigChange: a delta that changes the job's config (its
+// pool's loops restart) and makes a target outgoing still stops it without
+// staleness markers, while a target removed in the same job gets them.
+func TestOutgoingWithConfigChange(t *testing.T) {
+	a, b := target(t, nil), target(t, nil)
+	f := &fakeCoordinator{}
+	client, _, _ := serve(t, f)
+	opts := workerOpts(t.TempDir(), client)
+	opts.LeaveOnShutdown = false
+	// Slow target reloads: the restarted loops scrape before the target
+	// set drops a.
+	opts.Scrape.DiscoveryReloadInterval = model.Duration(time.Second)
+	r := start(t, opts)
+	f.send(t, 1, &pb.WatchAssignmentsResponse{Generation: 1, Snapshot: true, Global: global,
+		Configs: []*pb.ScrapeConfig{scrapeConfig("j")},
+		Upserts: []*pb.Target{pbTarget("j", a, active), pbTarget("j", b, active)}})
+	require.Eventually(t, scrapedOK(r, "j", a), 10*time.Second, 20*time.Millisecond)
+	require.Eventually(t, scrapedOK(r, "j", b), 10*time.Second, 20*time.Millisecond)
+
+	changed := &pb.ScrapeConfig{Hash: "h-j2", JobName: "j",
+		Yaml: []byte("job_name: j\nscrape_interval: 200ms\nscrape_timeout: 120ms\n")}
+	f.send(t, 1, &pb.WatchAssignmentsResponse{Generation: 2, BaseGeneration: 1, Configs: []*pb.ScrapeConfig{changed},
+		Upserts: []*pb.Target{pbTarget("j", a, outgoing)}})
+	require.Eventually(t, func() bool { return !isActive(r, "j", a) }, 10*time.Second, 20*time.Millisecond)
+	// b's restarted loop must have scraped, or it has nothing to mark stale.
+	n := r.rec.sampleCount(b)
+	require.Eventually(t, func() bool { return r.rec.sampleCount(b) > n+8 }, 10*time.Second, 20*time.Millisecond)
+	f.send(t, 1, &pb.WatchAssignmentsResponse{Generation: 3, BaseGeneration: 2, RemovedTargetIds: []uint64{idOf("j", b)}})
+	require.Eventually(t, func() bool { return r.rec.staleCount(b) > 0 }, 10*time.Second, 20*time.Millisecond)
+	require.Zero(t, r.rec.staleCount(a))
 	r.stop(t)
 }
