@@ -146,8 +146,8 @@ scrape_configs:
 		}, 20*time.Second, 20*time.Millisecond, "job %s: up=0", job)
 	}
 	for name, min := range map[string]float64{
-		"prometheus_target_scrapes_exceeded_body_size_limit_total": 2, // body and gzip
-		"prometheus_target_scrapes_exceeded_sample_limit_total":    1,
+		"prometheus_target_scrapes_exceeded_body_size_limit_total":  2, // body and gzip
+		"prometheus_target_scrapes_exceeded_sample_limit_total":     1,
 		"prometheus_target_scrape_pool_exceeded_label_limits_total": 1,
 	} {
 		require.Eventually(t, func() bool { return metricSum(t, r.reg, name) >= min }, 20*time.Second, 20*time.Millisecond, name)
