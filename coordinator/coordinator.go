@@ -11,7 +11,6 @@ package coordinator
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -454,10 +453,3 @@ func (c *Coordinator) nextGeneration() uint64 {
 	c.metrics.generation.Set(float64(c.gen))
 	return c.gen
 }
-
-// errNotFound and friends are mapped to gRPC codes at the RPC boundary.
-var (
-	errNotFound     = errors.New("not found")
-	errInvalid      = errors.New("invalid argument")
-	errPrecondition = errors.New("failed precondition")
-)

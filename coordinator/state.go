@@ -100,9 +100,7 @@ func (c *Coordinator) saveAdmin(ctx context.Context, a adminState, genLimit uint
 	for _, k := range slices.SortedFunc(maps.Keys(a.Excludes), cmpJobAddr) {
 		f.Excludes = append(f.Excludes, exclRecord{Job: k.job, Address: k.address, Reason: a.Excludes[k]})
 	}
-	for _, id := range slices.Sorted(maps.Keys(a.Drained)) {
-		f.Drained = append(f.Drained, id)
-	}
+	f.Drained = slices.Sorted(maps.Keys(a.Drained))
 	b, err := json.MarshalIndent(f, "", "  ")
 	if err != nil {
 		return fmt.Errorf("encode admin state: %w", err)

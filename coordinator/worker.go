@@ -2,7 +2,6 @@ package coordinator
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math"
 	"time"
@@ -403,23 +402,4 @@ func (c *Coordinator) sent(w *worker) {
 		c.metrics.assignLatency.Observe(c.opts.Now().Sub(c.updStart).Seconds())
 		c.updStart = time.Time{}
 	}
-}
-
-// toStatus maps an internal error to a gRPC status.
-func toStatus(err error) error {
-	if err == nil {
-		return nil
-	}
-	if _, ok := status.FromError(err); ok {
-		return err
-	}
-	switch {
-	case errors.Is(err, errNotFound):
-		return status.Error(codes.NotFound, err.Error())
-	case errors.Is(err, errInvalid):
-		return status.Error(codes.InvalidArgument, err.Error())
-	case errors.Is(err, errPrecondition):
-		return status.Error(codes.FailedPrecondition, err.Error())
-	}
-	return status.Error(codes.Internal, err.Error())
 }
