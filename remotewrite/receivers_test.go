@@ -47,10 +47,18 @@ type pipeline struct {
 // is reading: a watcher ships only samples newer than its start. To keep the
 // tests fast it lowers each queue's batch_send_deadline (the preset's 5 s
 // bounds the latency of quiet shards only; nothing on the wire depends on it).
-func startPipeline(t *testing.T, rws ...*config.RemoteWriteConfig) *pipeline {
+func startPipeline(t testing.TB, rws ...*config.RemoteWriteConfig) *pipeline {
+	t.Helper()
+	for _, rw := range rws {
+		rw.QueueConfig.BatchSendDeadline = model.Duration(200 * time.Millisecond)
+	}
+	return startPipelineAsIs(t, rws...)
+}
+
+// startPipelineAsIs is startPipeline with the queue settings left as given.
+func startPipelineAsIs(t testing.TB, rws ...*config.RemoteWriteConfig) *pipeline {
 	t.Helper()
 	for i, rw := range rws {
-		rw.QueueConfig.BatchSendDeadline = model.Duration(200 * time.Millisecond)
 		if rw.Name == "" {
 			rw.Name = fmt.Sprintf("queue-%d", i) // to find its metrics
 		}
@@ -135,7 +143,7 @@ func (w workload) want() map[string]int {
 func (p *pipeline) notify() { p.rs.Notify() }
 
 // write appends the workload in one commit per sample round, as scrapes do.
-func (p *pipeline) write(t *testing.T, w workload) {
+func (p *pipeline) write(t testing.TB, w workload) {
 	t.Helper()
 	for j := range w.nSamples {
 		app := p.db.Appender(t.Context())
@@ -212,13 +220,13 @@ func TestPrometheusPreset(t *testing.T) {
 }
 
 // failedSamples reads storage/remote's failed-samples counter of one queue.
-func failedSamples(t *testing.T, reg *prometheus.Registry, queue string) float64 {
+func failedSamples(t testing.TB, reg *prometheus.Registry, queue string) float64 {
 	return metricValue(t, reg, "prometheus_remote_storage_samples_failed_total", map[string]string{"remote_name": queue})
 }
 
 // metricValue is the value of the counter or gauge name whose labels include
 // match; 0 when there is none.
-func metricValue(t *testing.T, reg *prometheus.Registry, name string, match map[string]string) float64 {
+func metricValue(t testing.TB, reg *prometheus.Registry, name string, match map[string]string) float64 {
 	t.Helper()
 	mfs, err := reg.Gather()
 	require.NoError(t, err)
