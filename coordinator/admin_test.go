@@ -2,9 +2,11 @@ package coordinator
 
 import (
 	"context"
+	"io"
 	"math"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	"github.com/thanos-io/objstore"
@@ -380,4 +382,35 @@ func TestBadRequestsChangeNothing(t *testing.T) {
 	require.Equal(t, genBefore, e.c.gen)
 	_, err := fws[0].heartbeat()
 	require.NoError(t, err)
+}
+
+func TestRunSavesStateOnStop(t *testing.T) {
+	bucket := objstore.NewInMemBucket()
+	e := newEnv(t, bucket, nil, Options{TickInterval: time.Millisecond})
+	fws := startWorkers(e, 2)
+	ts := makeTargets("node", 20)
+	e.c.UpdateTargets(map[string][]relabel.Target{"node": ts})
+	e.settle(fws...)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- e.c.Run(ctx) }()
+	cancel()
+	require.NoError(t, <-done)
+	ok, err := bucket.Exists(context.Background(), "coordinator/"+assignmentObject)
+	require.NoError(t, err)
+	require.True(t, ok)
+	ok, err = bucket.Exists(context.Background(), "coordinator/"+adminObject)
+	require.NoError(t, err)
+	require.True(t, ok, "the generation reservation is persisted")
+	r, err := bucket.Get(context.Background(), "coordinator/"+assignmentObject)
+	require.NoError(t, err)
+	b, err := io.ReadAll(r)
+	require.NoError(t, err)
+	prev, gen, err := decodeAssignment(b)
+	require.NoError(t, err)
+	require.Len(t, prev, len(ts))
+	require.Equal(t, ownersOf(fws...), prev)
+	require.NotZero(t, gen)
+	_, _, err = decodeAssignment(b[:len(b)-3])
+	require.ErrorIs(t, err, errCorrupt)
 }

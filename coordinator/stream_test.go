@@ -228,3 +228,53 @@ func slowOwned(e *env) map[uint64]struct{} {
 	defer e.c.mu.Unlock()
 	return maps.Clone(e.c.workers["slow"].owned)
 }
+
+func TestRejoinKeepsOwnershipAndMetrics(t *testing.T) {
+	e := newEnv(t, nil, nil, Options{})
+	fws := startWorkers(e, 3)
+	ts := makeTargets("node", 300)
+	e.c.UpdateTargets(map[string][]relabel.Target{"node": ts})
+	e.settle(fws...)
+	before := requireOwnedOnce(t, ts, fws...)
+	require.Equal(t, 1, int(histogramCount(t, e, "shardscrape_coordinator_assignment_latency_seconds")))
+	require.NotZero(t, gaugeOf(t, e, "shardscrape_coordinator_stream_messages_sent_total"))
+	require.NotZero(t, gaugeOf(t, e, "shardscrape_coordinator_stream_sent_bytes_total"))
+
+	// Loads in heartbeats feed the per-worker series.
+	var loads []*shardscrapev1.TargetLoad
+	for id := range fws[0].owned() {
+		loads = append(loads, &shardscrapev1.TargetLoad{TargetId: id, Series: 10, Up: true})
+	}
+	_, err := e.wc.Heartbeat(context.Background(), &shardscrapev1.HeartbeatRequest{
+		WorkerId: fws[0].id, LeaseEpoch: fws[0].epoch, Generation: fws[0].generation(), Loads: loads})
+	require.NoError(t, err)
+	lw, err := e.ac.ListWorkers(context.Background(), &shardscrapev1.ListWorkersRequest{})
+	require.NoError(t, err)
+	require.Equal(t, uint64(10*len(loads)), lw.GetWorkers()[0].GetSeriesCount())
+	require.Equal(t, uint64(len(loads)), lw.GetWorkers()[0].GetTargetCount())
+
+	// A restart in place: same id, its generation; a new epoch, nothing moves.
+	gen := fws[1].generation()
+	fws[1].stop()
+	old := fws[1].epoch
+	fws[1] = e.join(fws[1].id, gen)
+	require.NotEqual(t, old, fws[1].epoch)
+	e.settle(fws...)
+	require.Equal(t, before, requireOwnedOnce(t, ts, fws...))
+	require.Zero(t, gaugeOf(t, e, "shardscrape_coordinator_handoffs_started_total"))
+	_, err = e.wc.Heartbeat(context.Background(), &shardscrapev1.HeartbeatRequest{WorkerId: fws[1].id, LeaseEpoch: old})
+	require.Error(t, err, "the old epoch is stale")
+}
+
+func histogramCount(t *testing.T, e *env, name string) uint64 {
+	t.Helper()
+	mfs, err := e.reg.Gather()
+	require.NoError(t, err)
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			return mf.GetMetric()[0].GetHistogram().GetSampleCount()
+		}
+	}
+	t.Fatalf("metric %s not found", name)
+	return 0
+}
