@@ -77,7 +77,8 @@ func (vm *VictoriaMetrics) Start() error {
 func (vm *VictoriaMetrics) WriteURL() string { return vm.URL + "/api/v1/write" }
 
 // API returns a Prometheus HTTP API client (query, query_range, series,
-// labels) for this VictoriaMetrics.
+// labels) for this VictoriaMetrics. Call ForceFlush first to see rows
+// received in the last second.
 func (vm *VictoriaMetrics) API() promv1.API { return vm.api }
 
 // ForceFlush makes every row received so far searchable
