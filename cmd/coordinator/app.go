@@ -80,11 +80,11 @@ func newAppMetrics(reg prometheus.Registerer) *appMetrics {
 // applies the configuration (failing on an invalid one), opens the state
 // bucket and listens on the web and gRPC addresses. It starts no goroutine
 // but the discovery manager's context.
-func newCoordinator(f flagConfig, logger *slog.Logger) (a *app, err error) {
+func newCoordinator(f flagConfig, logger *slog.Logger) (_ *app, err error) {
 	if err := f.cluster.Validate(); err != nil {
 		return nil, fmt.Errorf("--cluster.label/--cluster.name: %w", err)
 	}
-	a = &app{flags: f, logger: logger, reg: prometheus.NewRegistry(), reloadCh: make(chan chan error)}
+	a := &app{flags: f, logger: logger, reg: prometheus.NewRegistry(), reloadCh: make(chan chan error)}
 	defer func() {
 		if err != nil {
 			a.close()

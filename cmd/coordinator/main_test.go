@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -72,18 +73,10 @@ func TestConfigCheck(t *testing.T) {
 	}
 }
 
-// instance is a coordinator run in-process.
-type instance struct {
-	a      *app
-	cancel context.CancelFunc
-	done   chan error
-	web    string
-}
-
-func startInstance(t *testing.T, args ...string) *instance {
+// testFlags parses args on top of test defaults (loopback port 0, a temp
+// storage path, fast discovery updates), which args may override.
+func testFlags(t *testing.T, args ...string) flagConfig {
 	t.Helper()
-	var f flagConfig
-	kapp := newApp(&f)
 	var all []string
 	for _, d := range []string{
 		"--web.listen-address=127.0.0.1:0",
@@ -96,8 +89,23 @@ func startInstance(t *testing.T, args ...string) *instance {
 			all = append(all, d)
 		}
 	}
-	_, err := kapp.Parse(append(all, args...))
+	var f flagConfig
+	_, err := newApp(&f).Parse(append(all, args...))
 	require.NoError(t, err)
+	return f
+}
+
+// instance is a coordinator run in-process.
+type instance struct {
+	a      *app
+	cancel context.CancelFunc
+	done   chan error
+	web    string
+}
+
+func startInstance(t *testing.T, args ...string) *instance {
+	t.Helper()
+	f := testFlags(t, args...)
 	logger := slog.New(slog.DiscardHandler)
 	if os.Getenv("COORDINATOR_TEST_LOG") != "" {
 		logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
@@ -411,8 +419,10 @@ func TestLeaderFailover(t *testing.T) {
 
 	// The leader stops: it saves, releases the Lease and the other takes
 	// over with the state.
+	stopped := time.Now()
 	first.stop()
 	require.Eventually(t, func() bool { return ready(second) }, 30*time.Second, 20*time.Millisecond)
+	t.Logf("fail-over: %v from the leader's stop to the other's readiness (retry period 200ms)", time.Since(stopped))
 	require.Equal(t, "1", second.metric(t, "shardscrape_coordinator_leader"))
 	cc2 := dial(t, second.a.grpcAddr())
 	rs, err := shardscrapev1.NewAdminServiceClient(cc2).RingStatus(ctx, &shardscrapev1.RingStatusRequest{})
@@ -515,4 +525,64 @@ func TestPodEnrichmentFollowsPodChurn(t *testing.T) {
 	require.Eventually(t, func() bool {
 		return podOf()["10.1.0.5:8080"] == [2]string{"web-1", "web-1"}
 	}, 30*time.Second, 20*time.Millisecond)
+}
+
+func TestObjstoreConfigFile(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "prometheus.yml")
+	writeFile(t, cfg, "scrape_configs: []\n")
+	state := filepath.Join(dir, "state")
+	objCfg := filepath.Join(dir, "objstore.yml")
+	writeFile(t, objCfg, "type: FILESYSTEM\nconfig:\n  directory: "+state+"\n")
+	in := startInstance(t, "--config.file="+cfg, "--objstore.config-file="+objCfg)
+	in.waitReady(t)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := shardscrapev1.NewAdminServiceClient(dial(t, in.a.grpcAddr())).PauseRebalancing(ctx, &shardscrapev1.PauseRebalancingRequest{Reason: "x"})
+	require.NoError(t, err)
+	// The mutation returned once persisted, in the configured bucket.
+	var files []string
+	require.NoError(t, filepath.Walk(state, func(p string, info os.FileInfo, err error) error {
+		if err == nil && !info.IsDir() {
+			files = append(files, p)
+		}
+		return err
+	}))
+	require.NotEmpty(t, files)
+	_, body := in.get(t, "/metrics")
+	require.Regexp(t, `(?m)^shardscrape_coordinator_objstore_bucket_operations_total\{.*operation="upload".*\} [1-9]`, body)
+
+}
+
+func TestStartFailuresNameTheFlag(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "prometheus.yml")
+	writeFile(t, cfg, "scrape_configs: []\n")
+	badObj := filepath.Join(dir, "objstore.yml")
+	writeFile(t, badObj, "type: NOPE\n")
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer busy.Close()
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--objstore.config-file=" + badObj}, "--objstore.config-file"},
+		{[]string{"--objstore.config-file=" + filepath.Join(dir, "missing.yml")}, "--objstore.config-file"},
+		{[]string{"--leader-election.enabled", "--leader-election.api-server=http://127.0.0.1:1", "--leader-election.namespace="}, "--leader-election.namespace"},
+		{[]string{"--pod-enrichment.enabled", "--pod-enrichment.kubeconfig=" + filepath.Join(dir, "missing-kubeconfig")}, "--pod-enrichment"},
+		{[]string{"--web.listen-address=" + busy.Addr().String()}, "--web.listen-address"},
+		{[]string{"--cluster.label=bad-name", "--cluster.name=x"}, "--cluster.label"},
+		{[]string{"--config.file=" + filepath.Join(dir, "missing.yml")}, "missing.yml"},
+	} {
+		t.Run(tc.want, func(t *testing.T) {
+			args := tc.args
+			if !slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "--config.file=") }) {
+				args = append(args, "--config.file="+cfg)
+			}
+			_, err := newCoordinator(testFlags(t, args...), slog.New(slog.DiscardHandler))
+			require.ErrorContains(t, err, tc.want)
+		})
+	}
 }
