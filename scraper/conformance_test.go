@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/shardscrape/shardscrape/internal/testenv"
+	pb "github.com/shardscrape/shardscrape/proto/shardscrape/v1"
 )
 
 // TestSameSeriesAsPrometheus is invariant 1 against real components: one
@@ -123,4 +124,41 @@ func keys(m map[string]float64) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// TestShutdownFlushesToVictoriaMetrics: in coordinator mode, with
+// remote_write and the cluster label from the coordinator, every sample
+// the worker appended has reached VictoriaMetrics once Run returned after
+// a drained Leave, under the coordinator's cluster label and with no
+// worker identity.
+func TestShutdownFlushesToVictoriaMetrics(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts VictoriaMetrics")
+	}
+	vm := testenv.StartVictoriaMetrics(t)
+	a, b := target(t, nil), target(t, nil)
+	f := &fakeCoordinator{leaveResp: &pb.LeaveResponse{Drained: true}}
+	client, _, _ := serve(t, f)
+	r := start(t, workerOpts(t.TempDir(), client))
+	g := &pb.GlobalConfig{
+		Hash:           "g-vm",
+		Yaml:           fmt.Appendf(nil, "global:\n  scrape_interval: 1m\nremote_write:\n- url: %s\n  queue_config: {batch_send_deadline: 5s}\n", vm.WriteURL()),
+		ExternalLabels: []*pb.Label{{Name: "cluster", Value: "fleet-1"}},
+	}
+	f.send(t, 1, &pb.WatchAssignmentsResponse{Generation: 1, Snapshot: true, Global: g,
+		Configs: []*pb.ScrapeConfig{scrapeConfig("j")},
+		Upserts: []*pb.Target{pbTarget("j", a, active), pbTarget("j", b, active)}})
+	require.Eventually(t, func() bool { return r.rec.sampleCount(a) > 50 && r.rec.sampleCount(b) > 50 }, 20*time.Second, 20*time.Millisecond)
+	r.stop(t)
+
+	want := r.rec.seriesCounts()
+	ss, err := vm.Export(context.Background(), `{job="j"}`, time.Time{}, time.Time{})
+	require.NoError(t, err)
+	got := map[string]int{}
+	for _, s := range ss {
+		require.Equal(t, "fleet-1", s.Labels.Get("cluster"), s.Labels.String())
+		require.False(t, s.Labels.Has("worker") || s.Labels.Has("worker_id"))
+		got[labels.NewBuilder(s.Labels).Del("cluster").Labels().String()] = len(s.Values)
+	}
+	require.Equal(t, want, got, "samples per series: appended vs received")
 }

@@ -40,11 +40,12 @@ type recorder struct {
 	mtx     sync.Mutex
 	last    map[string]float64 // series → last value
 	samples map[string]int     // instance → samples
+	series  map[string]int     // series → samples
 	stale   map[string]int     // instance → staleness markers
 }
 
 func newRecorder() *recorder {
-	return &recorder{last: map[string]float64{}, samples: map[string]int{}, stale: map[string]int{}}
+	return &recorder{last: map[string]float64{}, samples: map[string]int{}, stale: map[string]int{}, series: map[string]int{}}
 }
 
 func (r *recorder) wrap(inner storage.AppendableV2) storage.AppendableV2 {
@@ -83,6 +84,7 @@ func (a *recApp) Commit() error {
 			continue
 		}
 		a.r.samples[inst]++
+		a.r.series[s.ls.String()]++
 		a.r.last[s.ls.String()] = s.v
 	}
 	a.r.mtx.Unlock()
@@ -94,6 +96,17 @@ func (r *recorder) value(ls labels.Labels) (float64, bool) {
 	defer r.mtx.Unlock()
 	v, ok := r.last[ls.String()]
 	return v, ok
+}
+
+// seriesCounts returns the samples appended per series (labels.String).
+func (r *recorder) seriesCounts() map[string]int {
+	r.mtx.Lock()
+	defer r.mtx.Unlock()
+	out := make(map[string]int, len(r.series))
+	for k, v := range r.series {
+		out[k] = v
+	}
+	return out
 }
 
 func (r *recorder) staleCount(instance string) int {

@@ -3,6 +3,7 @@ package scraper
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/histogram"
@@ -24,6 +25,9 @@ type loadTracker struct {
 
 	mtx    sync.Mutex
 	series map[uint64]uint64 // hash of the target's labels → series
+
+	// newest is the newest timestamp committed, for the shutdown flush.
+	newest atomic.Int64
 }
 
 var _ storage.AppendableV2 = (*loadTracker)(nil)
@@ -68,9 +72,11 @@ type trackingAppender struct {
 	storage.AppenderV2
 	l       *loadTracker
 	pending map[uint64]uint64
+	newest  int64
 }
 
 func (a *trackingAppender) Append(ref storage.SeriesRef, ls labels.Labels, st, t int64, v float64, h *histogram.Histogram, fh *histogram.FloatHistogram, opts storage.AppendV2Options) (storage.SeriesRef, error) {
+	a.newest = max(a.newest, t)
 	if h == nil && fh == nil && !value.IsStaleNaN(v) && ls.Get(model.MetricNameLabel) == seriesMetric {
 		if a.pending == nil {
 			a.pending = map[uint64]uint64{}
@@ -88,5 +94,14 @@ func (a *trackingAppender) Commit() error {
 		}
 		a.l.mtx.Unlock()
 	}
-	return a.AppenderV2.Commit()
+	err := a.AppenderV2.Commit()
+	if err == nil {
+		for {
+			old := a.l.newest.Load()
+			if a.newest <= old || a.l.newest.CompareAndSwap(old, a.newest) {
+				break
+			}
+		}
+	}
+	return err
 }

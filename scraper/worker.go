@@ -337,11 +337,32 @@ func (w *Worker) Run(ctx context.Context) error {
 	w.scrapeM.Stop()
 	<-scrapeDone
 	wg.Wait()
+	w.waitRemoteWrite()
 	if err := w.fanout.Close(); err != nil {
 		w.logger.Error("close storage", "err", err)
 	}
 	w.logger.Info("worker stopped")
 	return runErr
+}
+
+// waitRemoteWrite waits, at most FlushDeadline, until remote write has
+// sent the newest sample appended, so that closing (which stops the WAL
+// watchers, then flushes the queues) loses nothing still unread in the WAL.
+func (w *Worker) waitRemoteWrite() {
+	newest := w.loads.newest.Load()
+	cfg := w.CurrentConfig()
+	if newest == 0 || cfg == nil || len(cfg.RemoteWriteConfigs) == 0 {
+		return
+	}
+	deadline := time.Now().Add(w.opts.FlushDeadline)
+	for w.remote.LowestSentTimestamp() < newest {
+		if time.Now().After(deadline) {
+			w.logger.Warn("remote write did not catch up before the flush deadline", "flush_deadline", w.opts.FlushDeadline,
+				"newest_appended", time.UnixMilli(newest), "lowest_sent", time.UnixMilli(w.remote.LowestSentTimestamp()))
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 func (w *Worker) beginShutdown() {
