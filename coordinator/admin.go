@@ -47,7 +47,13 @@ func (c *Coordinator) workerProto(w *worker) *shardscrapev1.Worker {
 	}
 	for id := range w.owned {
 		t := c.targets[id]
-		i := t.slotOf(w)
+		i := -1
+		if t != nil {
+			i = t.slotOf(w)
+		}
+		if i < 0 {
+			continue
+		}
 		if t.slots[i].state == stateIncoming {
 			p.IncomingTargetCount++
 		}

@@ -47,7 +47,16 @@ func (c *Coordinator) buildUpdate(w *worker, sess *session) []part {
 		items = make([]item, 0, len(w.owned))
 		for id := range w.owned {
 			t := c.targets[id]
-			s := &t.slots[t.slotOf(w)]
+			i := -1
+			if t != nil {
+				i = t.slotOf(w)
+			}
+			if i < 0 {
+				// Not reachable: owned and slots change together.
+				c.logger.Error("Owned target without a slot", "worker", w.id, "target", id)
+				continue
+			}
+			s := &t.slots[i]
 			add(t, s)
 			if s.state == stateOutgoing {
 				outgoing = append(outgoing, s)
