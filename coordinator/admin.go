@@ -196,8 +196,8 @@ func (c *Coordinator) resolve(field string, ref *shardscrapev1.TargetRef) ([]*ta
 			return nil, ja, invalid("%s: job and address must both be set", field)
 		}
 		var ts []*target
-		for _, id := range c.jobIDs[ja.job] {
-			if t := c.targets[id]; t != nil && t.Address == ja.address {
+		for _, t := range c.jobTargets[ja.job] {
+			if t.Address == ja.address {
 				ts = append(ts, t)
 			}
 		}

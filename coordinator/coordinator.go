@@ -151,7 +151,8 @@ type Coordinator struct {
 
 	workers map[string]*worker
 	targets map[uint64]*target
-	jobIDs  map[string][]uint64
+	// jobTargets lists each job's targets, in the order given.
+	jobTargets map[string][]*target
 	// discovered counts targets before relabeling per job (SetDiscovered).
 	discovered map[string]int
 	duplicates int
@@ -213,7 +214,7 @@ func New(ctx context.Context, opts Options, logger *slog.Logger, reg prometheus.
 		changed:    make(chan struct{}),
 		workers:    map[string]*worker{},
 		targets:    map[uint64]*target{},
-		jobIDs:     map[string][]uint64{},
+		jobTargets: map[string][]*target{},
 		discovered: map[string]int{},
 		jobCfgs:    map[string]JobConfig{},
 		admin:      newAdminState(),
@@ -322,12 +323,12 @@ func (c *Coordinator) UpdateTargets(byJob map[string][]relabel.Target) {
 }
 
 func (c *Coordinator) setJobTargets(job string, ts []relabel.Target) {
-	old := c.jobIDs[job]
+	old := c.jobTargets[job]
 	// Mark the targets seen in this update instead of building a set: a
 	// full change of a million targets is one pass over each list.
 	c.seq++
 	seq := c.seq
-	ids := make([]uint64, 0, len(ts))
+	kept := make([]*target, 0, len(ts))
 	for i := range ts {
 		rt := &ts[i]
 		if rt.Job != job {
@@ -339,8 +340,8 @@ func (c *Coordinator) setJobTargets(job string, ts []relabel.Target) {
 			c.duplicates++
 			continue
 		}
-		ids = append(ids, rt.ID)
 		if ok {
+			kept = append(kept, t)
 			t.seen = seq
 			if t.Key != rt.Key || t.Address != rt.Address || !labelsEqual(t, rt) {
 				t.Key, t.Address, t.Labels = rt.Key, rt.Address, rt.Labels
@@ -354,21 +355,22 @@ func (c *Coordinator) setJobTargets(job string, ts []relabel.Target) {
 		t = &target{Target: *rt, interval: intervalOf(rt.Labels), seen: seq}
 		t.slots = t.inline[:0]
 		c.targets[rt.ID] = t
+		kept = append(kept, t)
 		if c.prevOwners != nil && !c.grace {
 			c.seedPrevious(t)
 		}
 	}
-	for _, id := range old {
-		if t, ok := c.targets[id]; ok && t.seen != seq {
+	for _, t := range old {
+		if t.seen != seq {
 			c.dropAll(t)
-			delete(c.targets, id)
+			delete(c.targets, t.ID)
 		}
 	}
-	if len(ids) == 0 {
-		delete(c.jobIDs, job)
+	if len(kept) == 0 {
+		delete(c.jobTargets, job)
 		return
 	}
-	c.jobIDs[job] = ids
+	c.jobTargets[job] = kept
 }
 
 // ApplyConfig replaces the configuration sent to workers; streams send the
