@@ -137,7 +137,7 @@ func TestLeaveTimesOut(t *testing.T) {
 	e.c.UpdateTargets(map[string][]relabel.Target{"node": ts})
 	e.settle(fws...)
 	n := len(fws[0].owned())
-	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	// Nobody acknowledges: Leave answers before the deadline, not drained.
 	resp, err := e.wc.Leave(ctx, &shardscrapev1.LeaveRequest{WorkerId: fws[0].id, LeaseEpoch: fws[0].epoch})

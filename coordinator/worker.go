@@ -305,7 +305,7 @@ func (s workerService) Leave(ctx context.Context, req *shardscrapev1.LeaveReques
 
 	// Answer before the caller's deadline passes.
 	if dl, ok := ctx.Deadline(); ok {
-		margin := min(time.Until(dl)/10, time.Second)
+		margin := min(time.Until(dl)/5, 2*time.Second)
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithDeadline(ctx, dl.Add(-margin))
 		defer cancel()
