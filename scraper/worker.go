@@ -168,7 +168,8 @@ type Worker struct {
 	incoming     map[uint64]time.Time
 	acks         []*pb.HandoffAck
 	idCache      map[*scrape.Target]targetKeys
-	ackNow       chan struct{}
+	toPersist    *assignment
+	persistKick  chan struct{}
 
 	sdMetrics  *discovery.SDMetrics
 	discoveryM *discovery.Manager
@@ -202,17 +203,17 @@ func New(opts Options, logger *slog.Logger, reg prometheus.Registerer) (*Worker,
 		return nil, fmt.Errorf("register metrics: %w", err)
 	}
 	w := &Worker{
-		opts:     opts,
-		logger:   logger,
-		reg:      reg,
-		metrics:  m,
-		tsets:    make(chan map[string][]*targetgroup.Group),
-		asg:      emptyAssignment(),
-		bodies:   map[string][]byte{},
-		incoming: map[uint64]time.Time{},
-		idCache:  map[*scrape.Target]targetKeys{},
-		ackNow:   make(chan struct{}, 1),
-		reloadCh: make(chan chan error),
+		opts:        opts,
+		logger:      logger,
+		reg:         reg,
+		metrics:     m,
+		tsets:       make(chan map[string][]*targetgroup.Group),
+		asg:         emptyAssignment(),
+		bodies:      map[string][]byte{},
+		incoming:    map[uint64]time.Time{},
+		idCache:     map[*scrape.Target]targetKeys{},
+		persistKick: make(chan struct{}, 1),
+		reloadCh:    make(chan chan error),
 	}
 	rm := &readyScrapeManager{}
 	w.remote = remote.NewStorage(logger.With("component", "remote"), reg, w.startTime, opts.StoragePath, opts.FlushDeadline, rm, opts.Scrape.EnableTypeAndUnitLabels)
@@ -305,6 +306,11 @@ func (w *Worker) Run(ctx context.Context) error {
 
 	var runErr error
 	if w.opts.Client != nil {
+		persistDone := make(chan struct{})
+		go func() {
+			defer close(persistDone)
+			w.persistLoop(sessCtx)
+		}()
 		w.loadState()
 		var sessionDone = make(chan struct{})
 		s := newSession(w)
@@ -320,6 +326,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		}
 		cancelSess()
 		<-sessionDone
+		<-persistDone // the last assignment is on disk
 		if drained {
 			w.disableAllStaleness()
 			// Every target moved away: nothing to resume after a restart.
@@ -456,10 +463,7 @@ func (w *Worker) applyUpdate(u *pb.WatchAssignmentsResponse) error {
 	}
 
 	w.trackIncoming(next)
-	if err := writeState(w.opts.StoragePath, next.snapshot()); err != nil {
-		w.metrics.persistErrors.Inc()
-		w.logger.Error("persist assignment", "err", err)
-	}
+	w.schedulePersist(next)
 	w.mtx.Lock()
 	w.generation = next.generation
 	w.mtx.Unlock()
@@ -483,6 +487,46 @@ func (w *Worker) applyUpdate(u *pb.WatchAssignmentsResponse) error {
 	w.logger.Debug("assignment applied", "generation", next.generation, "snapshot", u.Snapshot,
 		"targets", len(next.targets), "jobs", len(next.configs), "stopped_without_staleness", len(res.noStaleness))
 	return nil
+}
+
+// schedulePersist hands a to the persist loop, replacing an older one not
+// written yet: updates do not wait for the disk, and a burst of them is
+// written once.
+func (w *Worker) schedulePersist(a *assignment) {
+	w.mtx.Lock()
+	w.toPersist = a
+	w.mtx.Unlock()
+	select {
+	case w.persistKick <- struct{}{}:
+	default:
+	}
+}
+
+// persistLoop writes scheduled assignments to the state file until ctx
+// ends, then writes the last one still pending.
+func (w *Worker) persistLoop(ctx context.Context) {
+	write := func() {
+		w.mtx.Lock()
+		a := w.toPersist
+		w.toPersist = nil
+		w.mtx.Unlock()
+		if a == nil {
+			return
+		}
+		if err := writeState(w.opts.StoragePath, a.snapshot()); err != nil {
+			w.metrics.persistErrors.Inc()
+			w.logger.Error("persist assignment", "err", err)
+		}
+	}
+	for {
+		select {
+		case <-w.persistKick:
+			write()
+		case <-ctx.Done():
+			write()
+			return
+		}
+	}
 }
 
 // applyConfig applies cfg to remote storage and the scrape manager, in

@@ -130,9 +130,12 @@ func TestAssignmentLifecycle(t *testing.T) {
 	require.Zero(t, r.rec.staleCount(b), "target left out of a snapshot wrote staleness markers")
 
 	// The state file holds the merged assignment.
-	s, err := readState(dir)
-	require.NoError(t, err)
-	require.Equal(t, uint64(4), s.Generation)
+	var s *pb.WatchAssignmentsResponse
+	require.Eventually(t, func() bool {
+		var err error
+		s, err = readState(dir)
+		return err == nil && s != nil && s.Generation == 4
+	}, 10*time.Second, 10*time.Millisecond)
 	require.Len(t, s.Upserts, 1) // a, outgoing
 	require.Equal(t, "h-j", s.Configs[0].Hash)
 	require.NotEmpty(t, s.Configs[0].Yaml)
