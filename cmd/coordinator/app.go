@@ -159,7 +159,7 @@ func newCoordinator(f flagConfig, logger *slog.Logger) (_ *app, err error) {
 			Help: "1 when this coordinator replica holds the leader Lease, 0 otherwise.",
 		}, func() float64 { return 1 }))
 	} else {
-		kc, err := relabel.NewKubeClient(f.leaderAPIServer, f.leaderKubeconfig)
+		kc, err := leader.NewKubeClient(f.leaderAPIServer, f.leaderKubeconfig)
 		if err != nil {
 			return nil, fmt.Errorf("--leader-election.*: %w", err)
 		}

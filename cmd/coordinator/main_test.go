@@ -26,6 +26,7 @@ import (
 	"google.golang.org/grpc/status"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/klog/v2"
 
 	"github.com/shardscrape/shardscrape/internal/fake/kubeapi"
 	"github.com/shardscrape/shardscrape/internal/leader/leasetest"
@@ -35,6 +36,8 @@ import (
 const seedConfig = "../../../shared/seed/prometheus-seed.yml"
 
 func TestMain(m *testing.M) {
+	// client-go logs through klog's global logger; keep test output clean.
+	klog.SetSlogLogger(slog.New(slog.DiscardHandler))
 	goleak.VerifyTestMain(m,
 		// Started by an objstore provider's package init, not by us.
 		goleak.IgnoreTopFunction("github.com/baidubce/bce-sdk-go/util/log.NewLogger.func1"))

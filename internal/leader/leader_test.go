@@ -2,8 +2,8 @@ package leader
 
 import (
 	"context"
-	"k8s.io/klog/v2"
 	"log/slog"
+	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -12,6 +12,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/klog/v2"
 
 	"github.com/shardscrape/shardscrape/internal/leader/leasetest"
 )
@@ -164,4 +167,17 @@ func TestMain(m *testing.M) {
 	// client-go logs through klog's global logger; keep test output clean.
 	klog.SetSlogLogger(slog.New(slog.DiscardHandler))
 	goleak.VerifyTestMain(m)
+}
+
+func TestNewKubeClient(t *testing.T) {
+	fake := leasetest.New()
+	srv := fake.Start()
+	defer srv.Close()
+	cs, err := NewKubeClient(srv.URL, "")
+	require.NoError(t, err)
+	_, err = cs.CoordinationV1().Leases("ns").Get(context.Background(), "missing", metav1.GetOptions{})
+	require.True(t, apierrors.IsNotFound(err), "%v", err)
+
+	_, err = NewKubeClient("", filepath.Join(t.TempDir(), "missing"))
+	require.ErrorContains(t, err, "kubeconfig")
 }
