@@ -12,6 +12,9 @@ import (
 	"github.com/shardscrape/shardscrape/relabel"
 )
 
+// defaultPodSyncTimeout bounds the wait for the pod index's initial list.
+const defaultPodSyncTimeout = time.Minute
+
 // targetPipeline is relabel.Pipeline as the syncer uses it.
 type targetPipeline interface {
 	// ApplyConfig takes the scrape configs of cfg.
@@ -35,6 +38,8 @@ type syncer struct {
 	pipeline targetPipeline
 	sink     targetSink
 	logger   *slog.Logger
+	// podSyncTimeout bounds the wait for the pod index at start.
+	podSyncTimeout time.Duration
 
 	mu     sync.Mutex
 	jobs   map[string]struct{}             // jobs of the configuration in force
@@ -44,7 +49,7 @@ type syncer struct {
 
 func newSyncer(p targetPipeline, sink targetSink, logger *slog.Logger) *syncer {
 	return &syncer{
-		pipeline: p, sink: sink, logger: logger,
+		pipeline: p, sink: sink, logger: logger, podSyncTimeout: defaultPodSyncTimeout,
 		jobs: map[string]struct{}{}, groups: map[string][]*targetgroup.Group{}, sent: map[string]struct{}{},
 	}
 }
@@ -135,11 +140,20 @@ func (s *syncer) resyncLocked(only map[string][]*targetgroup.Group) {
 // of a target's identity).
 func (s *syncer) run(ctx context.Context, syncCh <-chan map[string][]*targetgroup.Group, podsSynced func(context.Context) bool, podChanged <-chan struct{}) error {
 	if podsSynced != nil {
-		s.logger.Info("Waiting for the pod index to sync")
-		if !podsSynced(ctx) {
+		s.logger.Info("Waiting for the pod index to sync", "timeout", s.podSyncTimeout)
+		wctx, cancel := context.WithTimeout(ctx, s.podSyncTimeout)
+		synced := podsSynced(wctx)
+		cancel()
+		switch {
+		case ctx.Err() != nil:
 			return nil
+		case synced:
+			s.logger.Info("Pod index synced")
+		default:
+			// Fail static: assign without pod labels rather than not at
+			// all; they follow when the index fills (podChanged).
+			s.logger.Warn("Pod index not synced in time; assigning targets without pod labels until it is", "timeout", s.podSyncTimeout)
 		}
-		s.logger.Info("Pod index synced")
 	}
 	for {
 		select {

@@ -1,0 +1,114 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/config"
+	"github.com/prometheus/prometheus/discovery/targetgroup"
+	"github.com/stretchr/testify/require"
+
+	"github.com/shardscrape/shardscrape/relabel"
+)
+
+// fakePipeline keeps every discovered target.
+type fakePipeline struct{}
+
+func (fakePipeline) ApplyConfig(*config.Config) error { return nil }
+
+func (fakePipeline) Targets(job string, groups []*targetgroup.Group) ([]relabel.Target, []error) {
+	var out []relabel.Target
+	for _, g := range groups {
+		for _, t := range g.Targets {
+			out = append(out, relabel.Target{Job: job, Address: string(t[model.AddressLabel])})
+		}
+	}
+	return out, nil
+}
+
+type fakeSink struct {
+	mu   sync.Mutex
+	jobs map[string][]relabel.Target
+}
+
+func (s *fakeSink) updateTargets(byJob map[string][]relabel.Target, _ map[string]int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for job, ts := range byJob {
+		if len(ts) == 0 {
+			delete(s.jobs, job)
+			continue
+		}
+		s.jobs[job] = ts
+	}
+}
+
+func (s *fakeSink) count(job string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.jobs[job])
+}
+
+func (s *fakeSink) has(job string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.jobs[job]
+	return ok
+}
+
+func configWithJobs(t *testing.T, jobs ...string) *config.Config {
+	t.Helper()
+	text := "scrape_configs:\n"
+	for _, j := range jobs {
+		text += "- job_name: " + j + "\n"
+	}
+	cfg, err := config.Load(text, slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	return cfg
+}
+
+func groups(addrs ...string) []*targetgroup.Group {
+	g := &targetgroup.Group{Source: "0"}
+	for _, a := range addrs {
+		g.Targets = append(g.Targets, model.LabelSet{model.AddressLabel: model.LabelValue(a)})
+	}
+	return []*targetgroup.Group{g}
+}
+
+func TestSyncerRemovedJobLosesItsTargets(t *testing.T) {
+	sink := &fakeSink{jobs: map[string][]relabel.Target{}}
+	s := newSyncer(fakePipeline{}, sink, slog.New(slog.DiscardHandler))
+	require.NoError(t, s.applyConfig(configWithJobs(t, "a", "b")))
+	s.update(map[string][]*targetgroup.Group{"a": groups("x:1", "y:1"), "b": groups("z:1")})
+	require.Equal(t, 2, sink.count("a"))
+	require.Equal(t, 1, sink.count("b"))
+
+	// Groups of a job that is not configured are ignored.
+	s.update(map[string][]*targetgroup.Group{"c": groups("w:1")})
+	require.False(t, sink.has("c"))
+
+	require.NoError(t, s.applyConfig(configWithJobs(t, "b")))
+	require.False(t, sink.has("a"))
+	require.Equal(t, 1, sink.count("b"))
+}
+
+func TestSyncerProceedsWhenPodIndexDoesNotSync(t *testing.T) {
+	sink := &fakeSink{jobs: map[string][]relabel.Target{}}
+	s := newSyncer(fakePipeline{}, sink, slog.New(slog.DiscardHandler))
+	s.podSyncTimeout = 50 * time.Millisecond
+	require.NoError(t, s.applyConfig(configWithJobs(t, "a")))
+
+	syncCh := make(chan map[string][]*targetgroup.Group, 1)
+	syncCh <- map[string][]*targetgroup.Group{"a": groups("x:1")}
+	never := func(ctx context.Context) bool { <-ctx.Done(); return false }
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- s.run(ctx, syncCh, never, make(chan struct{})) }()
+	require.Eventually(t, func() bool { return sink.count("a") == 1 }, 10*time.Second, 5*time.Millisecond)
+	cancel()
+	require.NoError(t, <-done)
+}
