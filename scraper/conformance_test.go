@@ -132,6 +132,17 @@ func keys(m map[string]float64) []string {
 // a drained Leave, under the coordinator's cluster label and with no
 // worker identity.
 func TestShutdownFlushesToVictoriaMetrics(t *testing.T) {
+	testDelivery(t, false)
+}
+
+// TestReceiverOutage: VictoriaMetrics stops for a while under scraping and
+// comes back; every sample scraped meanwhile arrives (the agent WAL is the
+// buffer), counted per series.
+func TestReceiverOutage(t *testing.T) {
+	testDelivery(t, true)
+}
+
+func testDelivery(t *testing.T, outage bool) {
 	if testing.Short() {
 		t.Skip("starts VictoriaMetrics")
 	}
@@ -149,6 +160,17 @@ func TestShutdownFlushesToVictoriaMetrics(t *testing.T) {
 		Configs: []*pb.ScrapeConfig{scrapeConfig("j")},
 		Upserts: []*pb.Target{pbTarget("j", a, active), pbTarget("j", b, active)}})
 	require.Eventually(t, func() bool { return r.rec.sampleCount(a) > 50 && r.rec.sampleCount(b) > 50 }, 20*time.Second, 20*time.Millisecond)
+	if outage {
+		require.NoError(t, vm.Stop())
+		n := r.rec.sampleCount(a)
+		// 10 s of scrapes (50 at 200 ms) into a closed port.
+		require.Eventually(t, func() bool { return r.rec.sampleCount(a) > n+50*7 }, 60*time.Second, 50*time.Millisecond)
+		require.Positive(t, metricSum(t, r.reg, "prometheus_remote_storage_samples_failed_total")+
+			metricSum(t, r.reg, "prometheus_remote_storage_samples_retried_total"))
+		require.NoError(t, vm.Start())
+		n = r.rec.sampleCount(a)
+		require.Eventually(t, func() bool { return r.rec.sampleCount(a) > n+20 }, 60*time.Second, 50*time.Millisecond)
+	}
 	r.stop(t)
 
 	want := r.rec.seriesCounts()
