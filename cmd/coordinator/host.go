@@ -87,14 +87,17 @@ func newHost(opts coordinator.Options, logger *slog.Logger, reg *prometheus.Regi
 
 // startTerm begins a term: it loads the state and starts the core in the
 // background, and returns at once (it runs in the leader election's
-// callback). The term ends when ctx ends or at stopTerm.
+// callback). The term ends at stopTerm or loseTerm only, not when ctx
+// ends: a lost Lease cancels the elector's context first, and the core,
+// which saves when it stops, must not stop before loseTerm has fenced its
+// writes off.
 func (h *host) startTerm(ctx context.Context) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.next != nil || h.cur != nil {
 		return
 	}
-	ctx, cancel := context.WithCancel(ctx)
+	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	t := &term{ctx: ctx, cancel: cancel, done: make(chan struct{})}
 	prev := h.last
 	h.next, h.last = t, t
