@@ -44,7 +44,6 @@ build:
 test: proto-check lint unit fuzz
 
 unit: receivers
-	$(GO) build -tags pins ./internal/pins
 	$(GO) test -race -count 1 ./...
 
 fuzz:
