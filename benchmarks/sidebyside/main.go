@@ -94,7 +94,7 @@ func run(ctx context.Context, o options, logger *slog.Logger) error {
 	var results []result
 	for _, peer := range strings.Split(o.peers, ",") {
 		logger.Info("running", "peer", peer, "duration", o.duration)
-		r, err := runPeer(ctx, o, bin, dir, vmURL, peer, addrs)
+		r, err := runPeer(ctx, o, bin, dir, vmURL, peer, addrs, logger)
 		if err != nil {
 			return fmt.Errorf("%s: %w", peer, err)
 		}
@@ -248,7 +248,7 @@ func config(o options, vmURL, peer string, addrs []string) string {
 	return b.String()
 }
 
-func runPeer(ctx context.Context, o options, bin, dir, vmURL, peer string, addrs []string) (result, error) {
+func runPeer(ctx context.Context, o options, bin, dir, vmURL, peer string, addrs []string, logger *slog.Logger) (result, error) {
 	pdir := filepath.Join(dir, peer)
 	if err := os.MkdirAll(pdir, 0o755); err != nil {
 		return result{}, err
@@ -290,6 +290,7 @@ func runPeer(ctx context.Context, o options, bin, dir, vmURL, peer string, addrs
 		return result{}, err
 	}
 	begin := time.Now()
+	logger.Info("ready", "peer", peer, "pid", p.cmd.Process.Pid)
 	select {
 	case <-ctx.Done():
 		return result{}, ctx.Err()
@@ -300,6 +301,7 @@ func runPeer(ctx context.Context, o options, bin, dir, vmURL, peer string, addrs
 		return result{}, err
 	}
 	p.stop() // flushes the remote-write queue
+	logger.Info("stopped", "peer", peer, "cpu_seconds", cpu, "peak_rss", rss)
 	window := time.Since(begin) + time.Minute
 	samples, err := countSamples(ctx, vmURL, peer, window)
 	if err != nil {
