@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -76,6 +77,10 @@ type Options struct {
 	// ConfigHook, when set, edits every configuration before it is
 	// applied (local remote-write flags replacing remote_write).
 	ConfigHook func(*promconfig.Config) error
+
+	// SetGOGC applies the config's runtime.gogc (default 75) to the process,
+	// as Prometheus does. A process-wide setting: for binaries.
+	SetGOGC bool
 
 	// Leave the coordinator on shutdown (drain). A worker restarting in
 	// place may skip it: its lease holds its targets for one TTL.
@@ -537,6 +542,11 @@ func (w *Worker) applyConfig(cfg *promconfig.Config) error {
 	}
 	if err := w.scrapeM.ApplyConfig(cfg); err != nil {
 		return fmt.Errorf("apply scrape config: %w", err)
+	}
+	if w.opts.SetGOGC {
+		if old := debug.SetGCPercent(cfg.Runtime.GoGC); old != cfg.Runtime.GoGC {
+			w.logger.Info("updated GOGC", "old", old, "new", cfg.Runtime.GoGC)
+		}
 	}
 	return nil
 }

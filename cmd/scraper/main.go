@@ -144,6 +144,7 @@ func runWorker(ctx context.Context, cfg flagConfig, logger *slog.Logger) error {
 		StoragePath:     cfg.storagePath,
 		Scrape:          &scrape.Options{DiscoveryReloadInterval: cfg.discoveryReload},
 		ConfigHook:      cfg.remoteWrite.Apply,
+		SetGOGC:         true,
 		LeaveOnShutdown: cfg.leave,
 		HandoffTimeout:  cfg.handoffTimeout,
 		FlushDeadline:   time.Duration(cfg.flushDeadline),
