@@ -311,10 +311,14 @@ func (w *Worker) Run(ctx context.Context) error {
 
 	var runErr error
 	if w.opts.Client != nil {
+		// The persist loop outlives the session, so that the session's last
+		// update is written too.
+		persistCtx, stopPersist := context.WithCancel(context.Background())
+		defer stopPersist()
 		persistDone := make(chan struct{})
 		go func() {
 			defer close(persistDone)
-			w.persistLoop(sessCtx)
+			w.persistLoop(persistCtx)
 		}()
 		w.loadState()
 		var sessionDone = make(chan struct{})
@@ -331,6 +335,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		}
 		cancelSess()
 		<-sessionDone
+		stopPersist()
 		<-persistDone // the last assignment is on disk
 		if drained {
 			w.disableAllStaleness()
