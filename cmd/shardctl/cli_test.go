@@ -610,3 +610,21 @@ func TestParseTarget(t *testing.T) {
 		require.Error(t, err, bad)
 	}
 }
+
+func TestParseWorkerSpec(t *testing.T) {
+	for in, want := range map[string]*v1.WorkerSpec{
+		"scraper-5":       {Id: "scraper-5"},
+		"scraper-5:b":     {Id: "scraper-5", Zone: "b"},
+		"scraper-5::2.5":  {Id: "scraper-5", Capacity: 2.5},
+		"scraper-5:b:0":   {Id: "scraper-5", Zone: "b"},
+		"scraper-5:b:1e3": {Id: "scraper-5", Zone: "b", Capacity: 1000},
+	} {
+		got, err := parseWorkerSpec(in)
+		require.NoError(t, err, in)
+		requireProtoEqual(t, want, got)
+	}
+	for _, bad := range []string{"", ":b", "a:b:c:d", "a::-1", "a::1001", "a::NaN", "a::nan", "a::Inf", "a::-Inf", "a::x"} {
+		_, err := parseWorkerSpec(bad)
+		require.Error(t, err, bad)
+	}
+}

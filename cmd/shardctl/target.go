@@ -48,7 +48,8 @@ func parseWorkerSpec(s string) (*shardscrapev1.WorkerSpec, error) {
 	}
 	if len(parts) > 2 {
 		c, err := strconv.ParseFloat(parts[2], 64)
-		if err != nil || c < 0 || c > 1000 {
+		// Written so that NaN, which compares false with everything, fails.
+		if err != nil || !(c >= 0 && c <= 1000) {
 			return nil, fmt.Errorf("worker %q: capacity %q: want a number in (0, 1000] (0 means 1)", s, parts[2])
 		}
 		w.Capacity = c
