@@ -108,8 +108,9 @@ func (e Endpoint) RemoteWriteConfig() (*config.RemoteWriteConfig, error) {
 	if r == "" {
 		r = VictoriaMetrics
 	}
+	shown := redactURL(e.URL)
 	if _, err := ParseReceiver(string(r)); err != nil {
-		return nil, fmt.Errorf("endpoint %q: %w", e.URL, err)
+		return nil, fmt.Errorf("endpoint %q: %w", shown, err)
 	}
 	u, err := endpointURL(e.URL, r)
 	if err != nil {
@@ -118,17 +119,17 @@ func (e Endpoint) RemoteWriteConfig() (*config.RemoteWriteConfig, error) {
 	var headers map[string]string
 	switch {
 	case e.Tenant != "" && r != ThanosReceive:
-		return nil, fmt.Errorf("endpoint %q: tenant %q: only the %s receiver takes a tenant header (VictoriaMetrics cluster takes it in the URL path)", e.URL, e.Tenant, ThanosReceive)
+		return nil, fmt.Errorf("endpoint %q: tenant %q: only the %s receiver takes a tenant header (VictoriaMetrics cluster takes it in the URL path)", shown, e.Tenant, ThanosReceive)
 	case e.Tenant != "":
 		h := e.TenantHeader
 		if h == "" {
 			h = DefaultTenantHeader
 		}
 		if !validHeaderName(h) {
-			return nil, fmt.Errorf("endpoint %q: tenant header %q is not a valid HTTP header name", e.URL, h)
+			return nil, fmt.Errorf("endpoint %q: tenant header %q is not a valid HTTP header name", shown, h)
 		}
 		if strings.ContainsAny(e.Tenant, "\r\n\x00") {
-			return nil, fmt.Errorf("endpoint %q: tenant %q: control characters are not allowed in a header value", e.URL, e.Tenant)
+			return nil, fmt.Errorf("endpoint %q: tenant %q: control characters are not allowed in a header value", shown, e.Tenant)
 		}
 		headers = map[string]string{h: e.Tenant}
 	}
@@ -144,11 +145,11 @@ func (e Endpoint) RemoteWriteConfig() (*config.RemoteWriteConfig, error) {
 		QueueConfig:     DefaultQueueConfig(),
 	})
 	if err != nil {
-		return nil, fmt.Errorf("endpoint %q: %w", e.URL, err)
+		return nil, fmt.Errorf("endpoint %q: %w", shown, err)
 	}
 	var rw config.RemoteWriteConfig
 	if err := yaml.UnmarshalStrict(doc, &rw); err != nil {
-		return nil, fmt.Errorf("endpoint %q: %w", e.URL, err)
+		return nil, fmt.Errorf("endpoint %q: %w", shown, err)
 	}
 	return &rw, nil
 }
@@ -166,21 +167,56 @@ func endpointURL(raw string, r Receiver) (string, error) {
 	if raw == "" {
 		return "", errors.New("endpoint URL is empty")
 	}
+	shown := redactURL(raw)
 	u, err := url.Parse(raw)
 	if err != nil {
-		return "", fmt.Errorf("endpoint URL %q: %w", raw, err)
+		// Not err itself: a *url.Error repeats the URL, password included.
+		var uerr *url.Error
+		if errors.As(err, &uerr) {
+			err = uerr.Err
+		}
+		return "", fmt.Errorf("endpoint URL %q: %w", shown, err)
 	}
 	if u.Scheme != "http" && u.Scheme != "https" {
-		return "", fmt.Errorf("endpoint URL %q: scheme %q, want http or https", raw, u.Scheme)
+		return "", fmt.Errorf("endpoint URL %q: scheme %q, want http or https", shown, u.Scheme)
 	}
 	if u.Host == "" {
-		return "", fmt.Errorf("endpoint URL %q: no host", raw)
+		return "", fmt.Errorf("endpoint URL %q: no host", shown)
 	}
 	if u.Path == "" || u.Path == "/" {
 		u.Path = r.Path()
 		u.RawPath = ""
 	}
 	return u.String(), nil
+}
+
+// redactURL returns raw fit for errors and logs: a password in its user
+// info (http://user:pass@host) is masked, as Prometheus masks it, even when
+// raw does not parse.
+func redactURL(raw string) string {
+	if u, err := url.Parse(raw); err == nil {
+		if _, ok := u.User.Password(); ok {
+			return u.Redacted()
+		}
+		return raw
+	}
+	scheme, rest, ok := strings.Cut(raw, "://")
+	if !ok {
+		return raw
+	}
+	authority := rest
+	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
+		authority = rest[:i]
+	}
+	at := strings.LastIndex(authority, "@")
+	if at < 0 {
+		return raw
+	}
+	user, _, hasPassword := strings.Cut(authority[:at], ":")
+	if !hasPassword {
+		return raw
+	}
+	return scheme + "://" + user + ":xxxxx" + rest[at:]
 }
 
 // validHeaderName reports whether s is an RFC 9110 token.

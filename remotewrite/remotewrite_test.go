@@ -106,6 +106,29 @@ func TestEndpointRemoteWriteConfigErrors(t *testing.T) {
 	}
 }
 
+// TestErrorsHideThePassword: a URL's password (basic auth in the user info)
+// never appears in an error, which ends up in logs.
+func TestErrorsHideThePassword(t *testing.T) {
+	for _, ep := range []Endpoint{
+		{URL: "ftp://user:s3cret@vm:8428"},
+		{URL: "http://user:s3cret@[::1"},
+		{URL: "http://user:s3cret@[::1/api/v1/write"},
+		{URL: "http://user:s3cret@vm:8428", Receiver: "influx"},
+		{URL: "http://user:s3cret@vm:8428", Tenant: "t"},
+		{URL: "http://user:s3cret@t", Receiver: ThanosReceive, Tenant: "t", TenantHeader: "A B"},
+		{URL: "http://user:s3cret@t", Receiver: ThanosReceive, Tenant: "a\nb"},
+		{URL: "http://user:s3cret@t", Receiver: ThanosReceive, Tenant: "t", TenantHeader: "Content-Type"},
+	} {
+		_, err := ep.RemoteWriteConfig()
+		require.Error(t, err, ep.URL)
+		require.NotContains(t, err.Error(), "s3cret")
+		require.Contains(t, err.Error(), "user:xxxxx@", "the URL is still named")
+	}
+	require.Equal(t, "http://vm:8428/x", redactURL("http://vm:8428/x"))
+	require.Equal(t, "http://u@[::1", redactURL("http://u@[::1"))
+	require.Equal(t, "not a url", redactURL("not a url"))
+}
+
 func TestParseReceiver(t *testing.T) {
 	for _, r := range Receivers() {
 		got, err := ParseReceiver(string(r))
