@@ -372,7 +372,9 @@ func (w *Worker) waitRemoteWrite() {
 		return
 	}
 	deadline := time.Now().Add(w.opts.FlushDeadline)
-	for w.remote.LowestSentTimestamp() < newest {
+	// Remote storage tracks sent timestamps in whole seconds.
+	target := newest - newest%1000
+	for w.remote.LowestSentTimestamp() < target {
 		if time.Now().After(deadline) {
 			w.logger.Warn("remote write did not catch up before the flush deadline", "flush_deadline", w.opts.FlushDeadline,
 				"newest_appended", time.UnixMilli(newest), "lowest_sent", time.UnixMilli(w.remote.LowestSentTimestamp()))
@@ -380,6 +382,9 @@ func (w *Worker) waitRemoteWrite() {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	// Within that second, records written after the one sent: give the WAL
+	// watchers a moment to read them, within the deadline.
+	time.Sleep(min(time.Second, time.Until(deadline)))
 }
 
 func (w *Worker) beginShutdown() {
