@@ -1,7 +1,5 @@
 package relabel
 
-//lint:file-ignore SA1019 Prometheus's endpoints role lists and watches core/v1 Endpoints, so the fake serves them.
-
 import (
 	"context"
 	"maps"
@@ -21,11 +19,6 @@ import (
 	"github.com/prometheus/prometheus/discovery/targetgroup"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/stretchr/testify/require"
-	corev1 "k8s.io/api/core/v1"
-	networkingv1 "k8s.io/api/networking/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/shardscrape/shardscrape/internal/fake"
 	"github.com/shardscrape/shardscrape/internal/fake/consul"
@@ -164,63 +157,6 @@ scrape_configs:
 	require.NotEqual(t, idA, at.ID, "the relabeled rev label is part of the identity")
 }
 
-// seedCluster fills the fake with what the seed config's seven jobs find.
-func seedCluster(t *testing.T, s *kubeapi.Server) {
-	t.Helper()
-	var pods []*corev1.Pod
-	objs := []runtime.Object{
-		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "default"}},
-		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop"}},
-		kubeapi.NewNode("n1", "10.0.0.1", map[string]string{"kubernetes.io/hostname": "n1", "topology.kubernetes.io/zone": "a"}),
-		kubeapi.NewNode("n2", "10.0.0.2", map[string]string{"kubernetes.io/hostname": "n2", "topology.kubernetes.io/zone": "b"}),
-	}
-	// The apiserver's own service: endpoints without pods.
-	api := kubeapi.NewService("default", "kubernetes", "10.96.0.1", nil, nil, corev1.ServicePort{Name: "https", Port: 443, TargetPort: intstr.FromInt32(6443), Protocol: corev1.ProtocolTCP})
-	apiEP := &corev1.Endpoints{
-		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "kubernetes"},
-		Subsets: []corev1.EndpointSubset{{
-			Addresses: []corev1.EndpointAddress{{IP: "10.0.0.100"}},
-			Ports:     []corev1.EndpointPort{{Name: "https", Port: 6443, Protocol: corev1.ProtocolTCP}},
-		}},
-	}
-	objs = append(objs, api, apiEP)
-	for i, n := range []string{"n1", "n2", "n1"} {
-		ann := map[string]string{"prometheus.io/scrape": "true", "prometheus.io/port": "9102"}
-		if i == 2 {
-			ann = map[string]string{"prometheus.io/scrape": "false"}
-		}
-		pods = append(pods, kubeapi.NewPod("shop", "web-"+string(rune('0'+i)), n, "10.1.0."+string(rune('1'+i)),
-			map[string]string{"app": "web", "tier": "front"}, ann,
-			corev1.ContainerPort{Name: "http", ContainerPort: 8080, Protocol: corev1.ProtocolTCP},
-			corev1.ContainerPort{Name: "metrics", ContainerPort: 9102, Protocol: corev1.ProtocolTCP}))
-	}
-	web := kubeapi.NewService("shop", "web", "10.96.0.20", map[string]string{"app": "web"},
-		map[string]string{"prometheus.io/scrape": "true", "prometheus.io/port": "9102", "prometheus.io/path": "/m", "prometheus.io/probe": "true"},
-		corev1.ServicePort{Name: "http", Port: 80, TargetPort: intstr.FromString("http"), Protocol: corev1.ProtocolTCP})
-	quiet := kubeapi.NewService("shop", "quiet", "10.96.0.21", map[string]string{"app": "web"}, nil,
-		corev1.ServicePort{Name: "http", Port: 80, TargetPort: intstr.FromString("http"), Protocol: corev1.ProtocolTCP})
-	for _, svc := range []*corev1.Service{web, quiet} {
-		ep, slice := kubeapi.EndpointsFor(svc, pods)
-		objs = append(objs, svc, ep, slice)
-	}
-	pathType := networkingv1.PathTypePrefix
-	objs = append(objs, &networkingv1.Ingress{
-		ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web", Labels: map[string]string{"app": "web"}, Annotations: map[string]string{"prometheus.io/probe": "true"}},
-		Spec: networkingv1.IngressSpec{
-			TLS: []networkingv1.IngressTLS{{Hosts: []string{"shop.example.com"}}},
-			Rules: []networkingv1.IngressRule{{Host: "shop.example.com", IngressRuleValue: networkingv1.IngressRuleValue{HTTP: &networkingv1.HTTPIngressRuleValue{
-				Paths: []networkingv1.HTTPIngressPath{{Path: "/", PathType: &pathType, Backend: networkingv1.IngressBackend{Service: &networkingv1.IngressServiceBackend{Name: "web", Port: networkingv1.ServiceBackendPort{Number: 80}}}}},
-			}}}},
-		},
-	})
-	for _, p := range pods {
-		objs = append(objs, p)
-	}
-	for _, o := range objs {
-		require.NoError(t, s.Apply(o))
-	}
-}
-
 // TestSeedConfig: the source document's config, unchanged but for the API
 // server URL and its credential file paths, discovers its seven jobs'
 // targets from the Kubernetes fake, and the pipeline relabels them as
@@ -228,7 +164,7 @@ func seedCluster(t *testing.T, s *kubeapi.Server) {
 // labels on top.
 func TestSeedConfig(t *testing.T) {
 	kube, kubeURL := kube(t)
-	seedCluster(t, kube)
+	require.NoError(t, kube.Apply(kubeapi.SeedCluster()...))
 
 	raw, err := os.ReadFile(filepath.Join("testdata", "prometheus-seed.yml"))
 	require.NoError(t, err)
