@@ -228,9 +228,8 @@ func runWorker(ctx context.Context, cfg flagConfig, logger *slog.Logger) error {
 		})
 	}
 	err = g.Run()
-	var sig run.SignalError
-	if errors.As(err, &sig) {
-		logger.Info("Received signal, exited cleanly", "signal", sig.Signal)
+	if errors.Is(err, run.ErrSignal) {
+		logger.Info("Exited cleanly", "reason", err)
 		return nil
 	}
 	if errors.Is(err, context.Canceled) {
