@@ -98,6 +98,9 @@ func newCoordinator(f flagConfig, logger *slog.Logger) (_ *app, err error) {
 		return nil, err
 	}
 
+	if err := checkCoreOptions(f); err != nil {
+		return nil, err
+	}
 	bucket, err := openBucket(f, logger, a.reg)
 	if err != nil {
 		return nil, err
@@ -195,6 +198,28 @@ func newCoordinator(f flagConfig, logger *slog.Logger) (_ *app, err error) {
 	}
 	a.web = &http.Server{Handler: a.handler(), ReadHeaderTimeout: 10 * time.Second}
 	return a, nil
+}
+
+// checkCoreOptions runs the coordinator core's own checks of the flags it
+// takes, now: the core is built per leadership term, in the background and
+// retried, where a bad flag would only be logged, again and again, by a
+// coordinator that never becomes ready. Each flag is checked alone, so that
+// the error names it.
+func checkCoreOptions(f flagConfig) error {
+	for _, c := range []struct {
+		flag string
+		opts coordinator.Options
+	}{
+		{"--lease.ttl", coordinator.Options{LeaseTTL: f.leaseTTL}},
+		{"--handoff.timeout", coordinator.Options{HandoffTimeout: f.handoffTimeout}},
+		{"--replication-factor", coordinator.Options{ReplicationFactor: f.replicationFactor}},
+	} {
+		// No bucket: nothing is loaded; no registry: nothing registered.
+		if _, err := coordinator.New(context.Background(), c.opts, nil, nil); err != nil {
+			return fmt.Errorf("%s: %w", c.flag, err)
+		}
+	}
+	return nil
 }
 
 // openBucket returns the state bucket: the --objstore.config-file client,

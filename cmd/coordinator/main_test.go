@@ -578,6 +578,12 @@ func TestStartFailuresNameTheFlag(t *testing.T) {
 		{[]string{"--web.listen-address=" + busy.Addr().String()}, "--web.listen-address"},
 		{[]string{"--cluster.label=bad-name", "--cluster.name=x"}, "--cluster.label"},
 		{[]string{"--config.file=" + filepath.Join(dir, "missing.yml")}, "missing.yml"},
+		// The core's own option checks, at start rather than in a retry
+		// loop behind a coordinator that never becomes ready.
+		{[]string{"--replication-factor=-1"}, "--replication-factor"},
+		{[]string{"--replication-factor=17"}, "--replication-factor"},
+		{[]string{"--lease.ttl=-1s"}, "--lease.ttl"},
+		{[]string{"--handoff.timeout=-1s"}, "--handoff.timeout"},
 	} {
 		t.Run(tc.want, func(t *testing.T) {
 			args := tc.args
