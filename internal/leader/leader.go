@@ -79,6 +79,7 @@ type Elector struct {
 
 	mu      sync.Mutex
 	leading bool
+	term    uint64 // counts started terms; names the current one
 	leader  string // last observed leader identity
 }
 
@@ -215,6 +216,8 @@ func (e *Elector) started(ctx context.Context) {
 		return
 	}
 	e.leading = true
+	e.term++
+	term := e.term
 	e.leader = e.opts.Identity
 	e.metrics.leader.Set(1)
 	e.metrics.transitions.Inc()
@@ -225,17 +228,24 @@ func (e *Elector) started(ctx context.Context) {
 	// Step down as soon as client-go gives up renewing (ctx ends), not
 	// only when its OnStoppedLeading runs: that comes after an attempt to
 	// release the Lease, one more API round trip during which another
-	// replica may already lead.
+	// replica may already lead. It ends this term only: when it runs late,
+	// this replica may lead again, in a term that is not its to end.
 	go func() {
 		<-ctx.Done()
-		e.stopped()
+		e.stop(term)
 	}()
 }
 
-func (e *Elector) stopped() {
+// stopped is client-go's OnStoppedLeading: it runs as its LeaderElector
+// returns, before Run starts the next one, so the term it ends is the
+// current one.
+func (e *Elector) stopped() { e.stop(0) }
+
+// stop ends term (0: the current one) if it is the current one.
+func (e *Elector) stop(term uint64) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if !e.leading {
+	if !e.leading || (term != 0 && term != e.term) {
 		return
 	}
 	e.leading = false

@@ -181,3 +181,39 @@ func TestNewKubeClient(t *testing.T) {
 	_, err = NewKubeClient("", filepath.Join(t.TempDir(), "missing"))
 	require.ErrorContains(t, err, "kubeconfig")
 }
+
+// TestLateStopOfAnOldTermLeavesTheNewOneAlone: the goroutine that ends a
+// term when its context ends may run late, after client-go has already
+// ended that term and this replica has won the Lease again; it must not
+// end the new term (the replica would hold the Lease without serving).
+func TestLateStopOfAnOldTermLeavesTheNewOneAlone(t *testing.T) {
+	cs, err := leasetest.Clientset("http://127.0.0.1:1")
+	require.NoError(t, err)
+	var started, stopped atomic.Int32
+	e, err := New(Options{
+		Client: cs, Namespace: "ns", Name: "l", Identity: "me",
+		OnStartedLeading: func(context.Context) { started.Add(1) },
+		OnStoppedLeading: func() { stopped.Add(1) },
+	}, nil, nil)
+	require.NoError(t, err)
+
+	// Term 1 starts; client-go ends it (OnStoppedLeading) before its
+	// context's goroutine has run, and term 2 starts.
+	ctx1, cancel1 := context.WithCancel(context.Background())
+	e.started(ctx1)
+	e.stopped()
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	defer cancel2()
+	e.started(ctx2)
+	require.True(t, e.IsLeader())
+	require.Equal(t, int32(2), started.Load())
+	require.Equal(t, int32(1), stopped.Load())
+
+	// Term 1's goroutine runs now.
+	cancel1()
+	require.Never(t, func() bool { return !e.IsLeader() || stopped.Load() != 1 }, 200*time.Millisecond, 5*time.Millisecond)
+
+	// Term 2's context ends: term 2 ends.
+	cancel2()
+	require.Eventually(t, func() bool { return !e.IsLeader() && stopped.Load() == 2 }, 10*time.Second, 5*time.Millisecond)
+}
