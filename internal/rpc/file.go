@@ -20,6 +20,8 @@ type watchedFile struct {
 	info    os.FileInfo
 	content []byte
 	loaded  bool
+	// goodToken is the last non-empty token read (token files only).
+	goodToken []byte
 }
 
 func newWatchedFile(path string) *watchedFile {
@@ -67,13 +69,20 @@ func (zeroInfo) ModTime() time.Time { return time.Time{} }
 func (zeroInfo) IsDir() bool        { return false }
 func (zeroInfo) Sys() any           { return nil }
 
-// readToken reads a bearer token file: surrounding white space is trimmed,
-// and an empty token is an error (it would match an empty header).
+// token reads a bearer token file: surrounding white space is trimmed, and
+// an empty token is an error (it would match an empty header). On an error
+// (unreadable or empty file) tok is the last good token, nil if none.
 func (f *watchedFile) token() (tok []byte, changed bool, err error) {
 	b, changed, err := f.get()
 	tok = bytes.TrimSpace(b)
-	if err == nil && len(tok) == 0 {
-		return nil, changed, fmt.Errorf("token file %q is empty", f.path)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(tok) == 0 {
+		if err == nil {
+			err = fmt.Errorf("token file %q is empty", f.path)
+		}
+		return f.goodToken, changed, err
 	}
+	f.goodToken = tok
 	return tok, changed, err
 }

@@ -325,6 +325,18 @@ func TestTokenRotation(t *testing.T) {
 	writeToken(t, dir, "server", "third")
 	require.NoError(t, ts.srv.Reload())
 	require.Equal(t, codes.Unauthenticated, status.Code(join()))
+	writeToken(t, dir, "client", "third")
+	require.NoError(t, join())
+
+	// An emptied file (truncated mid-rewrite, say) keeps the last good
+	// token too, on both sides, through calls and Reload alike.
+	writeToken(t, dir, "server", "")
+	writeToken(t, dir, "client", "  \n")
+	require.NoError(t, join())
+	require.Error(t, ts.srv.Reload(), "Reload reports the empty file")
+	require.NoError(t, join())
+	writeToken(t, dir, "server", "fourth")
+	require.Equal(t, codes.Unauthenticated, status.Code(join()), "a new token replaces the last good one")
 }
 
 func TestNewServerBadFiles(t *testing.T) {
