@@ -1,26 +1,22 @@
 package consul_test
 
 import (
-	"context"
 	"encoding/json"
 	"io"
 	"net/http"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/model"
-	"github.com/prometheus/prometheus/discovery"
 	promconsul "github.com/prometheus/prometheus/discovery/consul"
-	"github.com/prometheus/prometheus/discovery/targetgroup"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 	"go.yaml.in/yaml/v2"
 
 	"github.com/shardscrape/shardscrape/internal/fake"
 	"github.com/shardscrape/shardscrape/internal/fake/consul"
+	"github.com/shardscrape/shardscrape/internal/fake/sdtest"
 )
 
 func TestMain(m *testing.M) {
@@ -40,55 +36,11 @@ func serve(t *testing.T, c *consul.Catalog) *fake.Server {
 	return srv
 }
 
-// groups runs Prometheus's consul SD with cfgYAML against the fake and
-// keeps the latest group per source.
-type groups struct {
-	mu sync.Mutex
-	m  map[string]*targetgroup.Group
-}
-
-func (g *groups) get(src string) *targetgroup.Group {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.m[src]
-}
-
-func runSD(t *testing.T, addr, extra string) *groups {
+func runSD(t *testing.T, addr, extra string) *sdtest.Groups {
 	t.Helper()
 	var conf promconsul.SDConfig
 	require.NoError(t, yaml.UnmarshalStrict([]byte("server: "+addr+"\nrefresh_interval: 50ms\n"+extra), &conf))
-	reg := prometheus.NewRegistry()
-	rm := discovery.NewRefreshMetrics(reg)
-	metrics := conf.NewDiscovererMetrics(reg, rm)
-	require.NoError(t, metrics.Register())
-	d, err := conf.NewDiscoverer(discovery.DiscovererOptions{Metrics: metrics})
-	require.NoError(t, err)
-
-	ctx, cancel := context.WithCancel(context.Background())
-	ch := make(chan []*targetgroup.Group)
-	g := &groups{m: map[string]*targetgroup.Group{}}
-	var wg sync.WaitGroup
-	wg.Go(func() { d.Run(ctx, ch) })
-	wg.Go(func() {
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case tgs := <-ch:
-				g.mu.Lock()
-				for _, tg := range tgs {
-					g.m[tg.Source] = tg
-				}
-				g.mu.Unlock()
-			}
-		}
-	})
-	t.Cleanup(func() {
-		cancel()
-		wg.Wait()
-		metrics.Unregister()
-	})
-	return g
+	return sdtest.Run(t, &conf)
 }
 
 func TestPrometheusConsulSD(t *testing.T) {
@@ -101,8 +53,8 @@ func TestPrometheusConsulSD(t *testing.T) {
 	srv := serve(t, c)
 
 	g := runSD(t, srv.Addr, "")
-	require.Eventually(t, func() bool { tg := g.get("web"); return tg != nil && len(tg.Targets) == 2 }, 10*time.Second, 10*time.Millisecond)
-	tg := g.get("web")
+	require.Eventually(t, func() bool { tg := g.Get("web"); return tg != nil && len(tg.Targets) == 2 }, 10*time.Second, 10*time.Millisecond)
+	tg := g.Get("web")
 	require.Equal(t, model.LabelSet{"__meta_consul_service": "web", "__meta_consul_dc": "east"}, tg.Labels)
 	require.Equal(t, model.LabelSet{
 		"__address__":                            "10.0.0.1:8080",
@@ -125,24 +77,24 @@ func TestPrometheusConsulSD(t *testing.T) {
 	// Health changes propagate through the blocking query.
 	require.NoError(t, c.SetServiceHealth("n1", "web-1", consul.Critical))
 	require.Eventually(t, func() bool {
-		tg := g.get("web")
+		tg := g.Get("web")
 		return len(tg.Targets) == 2 && tg.Targets[0]["__meta_consul_health"] == "critical"
 	}, 10*time.Second, 10*time.Millisecond)
 
 	// A new service appears through the catalog watch, a removed one is cleared.
 	require.NoError(t, c.SetService(consul.Service{Node: "n2", ID: "db", Name: "db", Port: 5432}))
-	require.Eventually(t, func() bool { tg := g.get("db"); return tg != nil && len(tg.Targets) == 1 }, 10*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { tg := g.Get("db"); return tg != nil && len(tg.Targets) == 1 }, 10*time.Second, 10*time.Millisecond)
 	require.True(t, c.RemoveService("n2", "db"))
-	require.Eventually(t, func() bool { tg := g.get("db"); return tg != nil && len(tg.Targets) == 0 }, 10*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { tg := g.Get("db"); return tg != nil && len(tg.Targets) == 0 }, 10*time.Second, 10*time.Millisecond)
 
 	// Removing a node removes its instances.
 	require.True(t, c.RemoveNode("n2"))
-	require.Eventually(t, func() bool { tg := g.get("web"); return len(tg.Targets) == 1 }, 10*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { tg := g.Get("web"); return len(tg.Targets) == 1 }, 10*time.Second, 10*time.Millisecond)
 
 	// Node meta updates reach the targets.
 	c.SetNode(consul.Node{Name: "n1", Address: "10.0.0.1", Meta: map[string]string{"rack": "r9"}})
 	require.Eventually(t, func() bool {
-		tg := g.get("web")
+		tg := g.Get("web")
 		return len(tg.Targets) == 1 && tg.Targets[0]["__meta_consul_metadata_rack"] == "r9"
 	}, 10*time.Second, 10*time.Millisecond)
 }
@@ -159,11 +111,11 @@ func TestPrometheusConsulSDFilters(t *testing.T) {
 
 	// Named services with tags and node meta: only api on n1.
 	g := runSD(t, srv.Addr, "services: [api, other]\ntags: [metrics]\nnode_meta: {env: prod}\n")
-	require.Eventually(t, func() bool { tg := g.get("api"); return tg != nil && len(tg.Targets) == 1 }, 10*time.Second, 10*time.Millisecond)
-	require.Equal(t, model.LabelValue("n1"), g.get("api").Targets[0]["__meta_consul_node"])
-	require.Equal(t, model.LabelValue("dc1"), g.get("api").Labels["__meta_consul_dc"])
+	require.Eventually(t, func() bool { tg := g.Get("api"); return tg != nil && len(tg.Targets) == 1 }, 10*time.Second, 10*time.Millisecond)
+	require.Equal(t, model.LabelValue("n1"), g.Get("api").Targets[0]["__meta_consul_node"])
+	require.Equal(t, model.LabelValue("dc1"), g.Get("api").Labels["__meta_consul_dc"])
 	// other lacks the tag: Prometheus never watches it.
-	require.Nil(t, g.get("other"))
+	require.Nil(t, g.Get("other"))
 }
 
 func get(t *testing.T, url string) (*http.Response, []byte) {

@@ -10,11 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/model"
-	"github.com/prometheus/prometheus/discovery"
 	promk8s "github.com/prometheus/prometheus/discovery/kubernetes"
-	"github.com/prometheus/prometheus/discovery/targetgroup"
 	"github.com/stretchr/testify/require"
 	"go.yaml.in/yaml/v2"
 	corev1 "k8s.io/api/core/v1"
@@ -28,6 +25,7 @@ import (
 
 	"github.com/shardscrape/shardscrape/internal/fake"
 	"github.com/shardscrape/shardscrape/internal/fake/kubeapi"
+	"github.com/shardscrape/shardscrape/internal/fake/sdtest"
 )
 
 const wait = 15 * time.Second
@@ -40,53 +38,13 @@ func serve(t *testing.T, s *kubeapi.Server) *fake.Server {
 	return srv
 }
 
-type groups struct {
-	mu sync.Mutex
-	m  map[string]*targetgroup.Group
-}
-
-func (g *groups) get(src string) *targetgroup.Group {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.m[src]
-}
-
 // runSD runs Prometheus's kubernetes SD (the real Discoverer, client-go
 // informers over HTTP) against url and keeps the latest group per source.
-func runSD(t *testing.T, url, cfg string) *groups {
+func runSD(t *testing.T, url, cfg string) *sdtest.Groups {
 	t.Helper()
 	var conf promk8s.SDConfig
 	require.NoError(t, yaml.UnmarshalStrict([]byte("api_server: "+url+"\n"+cfg), &conf))
-	reg := prometheus.NewRegistry()
-	metrics := conf.NewDiscovererMetrics(reg, discovery.NewRefreshMetrics(reg))
-	require.NoError(t, metrics.Register())
-	d, err := conf.NewDiscoverer(discovery.DiscovererOptions{Metrics: metrics})
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	ch := make(chan []*targetgroup.Group)
-	g := &groups{m: map[string]*targetgroup.Group{}}
-	var wg sync.WaitGroup
-	wg.Go(func() { d.Run(ctx, ch) })
-	wg.Go(func() {
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case tgs := <-ch:
-				g.mu.Lock()
-				for _, tg := range tgs {
-					g.m[tg.Source] = tg
-				}
-				g.mu.Unlock()
-			}
-		}
-	})
-	t.Cleanup(func() {
-		cancel()
-		wg.Wait()
-		metrics.Unregister()
-	})
-	return g
+	return sdtest.Run(t, &conf)
 }
 
 func cluster(t *testing.T) (*kubeapi.Server, *corev1.Pod, *corev1.Service) {
@@ -155,10 +113,10 @@ func TestPrometheusKubernetesSDRoles(t *testing.T) {
 		t.Run(tc.role, func(t *testing.T) {
 			g := runSD(t, srv.URL, "role: "+tc.role+"\n"+tc.extra)
 			require.Eventually(t, func() bool {
-				tg := g.get(tc.source)
+				tg := g.Get(tc.source)
 				return tg != nil && len(tg.Targets) > 0
 			}, wait, 10*time.Millisecond)
-			tg := g.get(tc.source)
+			tg := g.Get(tc.source)
 			for k, v := range tc.want {
 				require.Equal(t, v, tg.Targets[0][k], "target label %s in %v", k, tg.Targets[0])
 			}
@@ -173,14 +131,14 @@ func TestPrometheusKubernetesSDChanges(t *testing.T) {
 	s, pod, _ := cluster(t)
 	srv := serve(t, s)
 	g := runSD(t, srv.URL, "role: pod\nnamespaces: {names: [shop]}\nselectors: [{role: pod, field: spec.nodeName=n1}]\n")
-	require.Eventually(t, func() bool { return g.get("pod/shop/web-0") != nil }, wait, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return g.Get("pod/shop/web-0") != nil }, wait, 10*time.Millisecond)
 
 	// Update: a label change propagates through the watch.
 	p := pod.DeepCopy()
 	p.Labels["version"] = "2"
 	require.NoError(t, s.Apply(p))
 	require.Eventually(t, func() bool {
-		tg := g.get("pod/shop/web-0")
+		tg := g.Get("pod/shop/web-0")
 		return tg.Labels["__meta_kubernetes_pod_label_version"] == "2"
 	}, wait, 10*time.Millisecond)
 
@@ -190,19 +148,19 @@ func TestPrometheusKubernetesSDChanges(t *testing.T) {
 	require.NoError(t, s.Apply(p2,
 		kubeapi.NewPod("shop", "web-2", "n2", "10.1.0.3", nil, nil),
 		kubeapi.NewPod("other", "web-3", "n1", "10.1.0.4", nil, nil)))
-	require.Eventually(t, func() bool { return g.get("pod/shop/web-1") != nil }, wait, 10*time.Millisecond)
-	require.Nil(t, g.get("pod/shop/web-2"))
-	require.Nil(t, g.get("pod/other/web-3"))
+	require.Eventually(t, func() bool { return g.Get("pod/shop/web-1") != nil }, wait, 10*time.Millisecond)
+	require.Nil(t, g.Get("pod/shop/web-2"))
+	require.Nil(t, g.Get("pod/other/web-3"))
 
 	// Moving out of the field selector is a delete for the watch.
 	moved := p2.DeepCopy()
 	moved.Spec.NodeName = "n2"
 	require.NoError(t, s.Apply(moved))
-	require.Eventually(t, func() bool { tg := g.get("pod/shop/web-1"); return len(tg.Targets) == 0 }, wait, 10*time.Millisecond)
+	require.Eventually(t, func() bool { tg := g.Get("pod/shop/web-1"); return len(tg.Targets) == 0 }, wait, 10*time.Millisecond)
 
 	// Delete.
 	require.NoError(t, s.Delete(pod))
-	require.Eventually(t, func() bool { tg := g.get("pod/shop/web-0"); return len(tg.Targets) == 0 }, wait, 10*time.Millisecond)
+	require.Eventually(t, func() bool { tg := g.Get("pod/shop/web-0"); return len(tg.Targets) == 0 }, wait, 10*time.Millisecond)
 }
 
 // TestInformerResumesAfterDisconnect runs a plain client-go informer, kills
@@ -371,23 +329,23 @@ func TestPrometheusKubernetesSDEndpointSliceChanges(t *testing.T) {
 	srv := serve(t, s)
 	g := runSD(t, srv.URL, "role: endpointslice\n")
 	src := "endpointslice/shop/web-fake"
-	require.Eventually(t, func() bool { tg := g.get(src); return tg != nil && len(tg.Targets) == 1 }, wait, 10*time.Millisecond)
+	require.Eventually(t, func() bool { tg := g.Get(src); return tg != nil && len(tg.Targets) == 1 }, wait, 10*time.Millisecond)
 
 	// A second ready pod joins the service.
 	p2 := kubeapi.NewPod("shop", "web-1", "n1", "10.1.0.2", pod.Labels, nil, pod.Spec.Containers[0].Ports...)
 	_, slice := kubeapi.EndpointsFor(svc, []*corev1.Pod{pod, p2})
 	require.NoError(t, s.Apply(p2, slice))
-	require.Eventually(t, func() bool { tg := g.get(src); return len(tg.Targets) == 2 }, wait, 10*time.Millisecond)
+	require.Eventually(t, func() bool { tg := g.Get(src); return len(tg.Targets) == 2 }, wait, 10*time.Millisecond)
 
 	// A service annotation change reaches the slice's group labels.
 	svc2 := svc.DeepCopy()
 	svc2.Annotations["team"] = "payments"
 	require.NoError(t, s.Apply(svc2))
 	require.Eventually(t, func() bool {
-		return g.get(src).Labels["__meta_kubernetes_service_annotation_team"] == "payments"
+		return g.Get(src).Labels["__meta_kubernetes_service_annotation_team"] == "payments"
 	}, wait, 10*time.Millisecond)
 
 	// The slice goes away.
 	require.NoError(t, s.Delete(slice))
-	require.Eventually(t, func() bool { tg := g.get(src); return len(tg.Targets) == 0 }, wait, 10*time.Millisecond)
+	require.Eventually(t, func() bool { tg := g.Get(src); return len(tg.Targets) == 0 }, wait, 10*time.Millisecond)
 }
