@@ -33,7 +33,9 @@ import (
 	shardscrapev1 "github.com/shardscrape/shardscrape/proto/shardscrape/v1"
 )
 
-const seedConfig = "../../../shared/seed/prometheus-seed.yml"
+// seedConfig is the source document's config (a copy of shared/seed/prometheus-seed.yml
+// kept in the module, so that a checkout of the module alone tests it).
+const seedConfig = "../../relabel/testdata/prometheus-seed.yml"
 
 func TestMain(m *testing.M) {
 	// client-go logs through klog's global logger; keep test output clean.
