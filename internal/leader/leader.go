@@ -88,7 +88,7 @@ type metrics struct {
 	transitions prometheus.Counter
 }
 
-func newMetrics(reg prometheus.Registerer) *metrics {
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		leader: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "shardscrape_coordinator_leader",
@@ -100,9 +100,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.leader, m.transitions)
+		for _, c := range []prometheus.Collector{m.leader, m.transitions} {
+			if err := reg.Register(c); err != nil {
+				return nil, fmt.Errorf("register leader election metrics: %w", err)
+			}
+		}
 	}
-	return m
+	return m, nil
 }
 
 // ErrInvalidOptions is wrapped by New's errors about its options.
@@ -134,14 +138,19 @@ func New(opts Options, logger *slog.Logger, reg prometheus.Registerer) (*Elector
 		return nil, fmt.Errorf("%w: empty identity (--leader-election.identity)", ErrInvalidOptions)
 	}
 	e := &Elector{
-		opts:    opts,
-		logger:  logger.With("component", "leader-election", "lease", opts.Namespace+"/"+opts.Name, "identity", opts.Identity),
-		metrics: newMetrics(reg),
+		opts:   opts,
+		logger: logger.With("component", "leader-election", "lease", opts.Namespace+"/"+opts.Name, "identity", opts.Identity),
 	}
-	// Validate the timing rules now rather than at Run.
+	// Validate the timing rules now rather than at Run, and before
+	// anything is registered.
 	if _, err := e.newLeaderElector(); err != nil {
 		return nil, err
 	}
+	m, err := newMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	e.metrics = m
 	return e, nil
 }
 

@@ -159,8 +159,12 @@ func TestNewValidates(t *testing.T) {
 			require.ErrorIs(t, err, ErrInvalidOptions)
 		})
 	}
-	_, err = New(ok, nil, prometheus.NewRegistry())
+	reg := prometheus.NewRegistry()
+	_, err = New(ok, nil, reg)
 	require.NoError(t, err)
+	// A second elector on the same registry is an error, not a panic.
+	_, err = New(ok, nil, reg)
+	require.ErrorContains(t, err, "register leader election metrics")
 }
 
 func TestMain(m *testing.M) {
