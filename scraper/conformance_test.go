@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/stretchr/testify/require"
 
+	"github.com/shardscrape/shardscrape/internal/synth"
 	"github.com/shardscrape/shardscrape/internal/testenv"
 	pb "github.com/shardscrape/shardscrape/proto/shardscrape/v1"
 )
@@ -135,8 +136,9 @@ func TestShutdownFlushesToVictoriaMetrics(t *testing.T) {
 	testDelivery(t, false)
 }
 
-// TestReceiverOutage: VictoriaMetrics stops for a while under scraping and
-// comes back; every sample scraped meanwhile arrives (the agent WAL is the
+// TestReceiverOutage: VictoriaMetrics stops for two minutes while the
+// worker scrapes ten targets (2,000 series) five times a second, then comes
+// back; every sample scraped meanwhile arrives (the agent WAL is the
 // buffer), counted per series.
 func TestReceiverOutage(t *testing.T) {
 	testDelivery(t, true)
@@ -148,9 +150,19 @@ func testDelivery(t *testing.T, outage bool) {
 	}
 	vm := testenv.StartVictoriaMetrics(t)
 	a, b := target(t, nil), target(t, nil)
+	upserts := []*pb.Target{pbTarget("j", a, active), pbTarget("j", b, active)}
 	f := &fakeCoordinator{leaveResp: &pb.LeaveResponse{Drained: true}}
 	client, _, _ := serve(t, f)
-	r := start(t, workerOpts(t.TempDir(), client))
+	opts := workerOpts(t.TempDir(), client)
+	if outage {
+		// Load: node_exporter-like targets whose backlog builds up in the
+		// WAL during the outage; the stop waits for it to be delivered.
+		for i := range 8 {
+			upserts = append(upserts, pbTarget("j", target(t, synth.New(synth.Options{Series: 250, Seed: uint64(i)}).ServeHTTP), active))
+		}
+		opts.FlushDeadline = 2 * time.Minute
+	}
+	r := start(t, opts)
 	g := &pb.GlobalConfig{
 		Hash:           "g-vm",
 		Yaml:           fmt.Appendf(nil, "global:\n  scrape_interval: 1m\nremote_write:\n- url: %s\n  queue_config: {batch_send_deadline: 5s}\n", vm.WriteURL()),
@@ -158,13 +170,13 @@ func testDelivery(t *testing.T, outage bool) {
 	}
 	f.send(t, 1, &pb.WatchAssignmentsResponse{Generation: 1, Snapshot: true, Global: g,
 		Configs: []*pb.ScrapeConfig{scrapeConfig("j")},
-		Upserts: []*pb.Target{pbTarget("j", a, active), pbTarget("j", b, active)}})
+		Upserts: upserts})
 	require.Eventually(t, func() bool { return r.rec.sampleCount(a) > 50 && r.rec.sampleCount(b) > 50 }, 20*time.Second, 20*time.Millisecond)
 	if outage {
 		require.NoError(t, vm.Stop())
 		n := r.rec.sampleCount(a)
-		// 10 s of scrapes (50 at 200 ms) into a closed port.
-		require.Eventually(t, func() bool { return r.rec.sampleCount(a) > n+50*7 }, 60*time.Second, 50*time.Millisecond)
+		// Two minutes of scrapes (600 at 200 ms, 7 samples each) into a closed port.
+		require.Eventually(t, func() bool { return r.rec.sampleCount(a) > n+600*7 }, 5*time.Minute, 100*time.Millisecond)
 		require.Positive(t, metricSum(t, r.reg, "prometheus_remote_storage_samples_failed_total")+
 			metricSum(t, r.reg, "prometheus_remote_storage_samples_retried_total"))
 		require.NoError(t, vm.Start())
