@@ -340,10 +340,28 @@ func (s *Server) Reload() error {
 func (s *Server) Serve(lis net.Listener) error {
 	s.initOnce.Do(func() { s.metrics.InitializeMetrics(s.grpc) })
 	s.logger.Info("Serving gRPC", "address", lis.Addr().String(), "tls", s.opts.TLSCertFile != "", "mtls", s.opts.TLSClientCAFile != "", "auth", s.opts.AuthTokenFile != "", "admin_auth", s.opts.AdminTokenFile != "")
+	if s.opts.TLSCertFile == "" && !isLoopbackAddr(lis.Addr()) {
+		// The assignment streams carry the scrape configs' credentials
+		// (and bearer tokens travel with every call): the contract wants
+		// TLS outside tests.
+		s.logger.Warn("Serving gRPC without TLS on a non-loopback address: scrape credentials and tokens cross the network in plaintext; set --grpc.tls-cert-file and --grpc.tls-key-file", "address", lis.Addr().String())
+	}
 	if err := s.grpc.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 		return fmt.Errorf("serve gRPC on %s: %w", lis.Addr(), err)
 	}
 	return nil
+}
+
+// isLoopbackAddr reports whether a listener's address is on a loopback IP
+// only (a unix socket counts as loopback; 0.0.0.0 and :: do not).
+func isLoopbackAddr(a net.Addr) bool {
+	switch a := a.(type) {
+	case *net.TCPAddr:
+		return a.IP.IsLoopback()
+	case *net.UnixAddr:
+		return true
+	}
+	return false
 }
 
 // ListenAndServe listens on Options().ListenAddress and serves until Stop.

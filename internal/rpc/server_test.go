@@ -528,3 +528,20 @@ func TestGracefulStop(t *testing.T) {
 		require.NoError(t, err)
 	})
 }
+
+func TestIsLoopbackAddr(t *testing.T) {
+	for _, tc := range []struct {
+		addr net.Addr
+		want bool
+	}{
+		{&net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 9094}, true},
+		{&net.TCPAddr{IP: net.IPv6loopback, Port: 9094}, true},
+		{&net.UnixAddr{Name: "/tmp/s", Net: "unix"}, true},
+		{&net.TCPAddr{IP: net.IPv4zero, Port: 9094}, false},
+		{&net.TCPAddr{IP: net.IPv6unspecified, Port: 9094}, false},
+		{&net.TCPAddr{Port: 9094}, false},
+		{&net.TCPAddr{IP: net.IPv4(10, 0, 0, 1), Port: 9094}, false},
+	} {
+		require.Equal(t, tc.want, isLoopbackAddr(tc.addr), "%v", tc.addr)
+	}
+}
