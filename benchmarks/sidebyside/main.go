@@ -396,8 +396,8 @@ func render(o options, rs []result) string {
 		fmt.Fprintln(&b)
 		base := rs[0]
 		for _, r := range rs[1:] {
-			fmt.Fprintf(&b, "%s vs %s: CPU per sample %.2f×, peak RSS %.2f×\n", base.peer, r.peer,
-				(base.cpuSeconds/base.samples)/(r.cpuSeconds/r.samples), float64(base.peakRSS)/float64(r.peakRSS))
+			fmt.Fprintf(&b, "%s vs %s: samples per CPU-second %.2f×, peak RSS %.2f×\n", base.peer, r.peer,
+				(base.samples/base.cpuSeconds)/(r.samples/r.cpuSeconds), float64(base.peakRSS)/float64(r.peakRSS))
 		}
 	}
 	return b.String()
