@@ -13,7 +13,9 @@ import (
 	"go.yaml.in/yaml/v2"
 )
 
-const seedPath = "/work/shared/seed/prometheus-seed.yml"
+// seedPath is the source document's config, copied into the module (the
+// shared folder is not part of a checkout).
+const seedPath = "../../relabel/testdata/prometheus-seed.yml"
 
 func write(t *testing.T, path, text string) string {
 	t.Helper()
