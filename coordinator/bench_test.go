@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"runtime"
+	rtmetrics "runtime/metrics"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,6 +18,11 @@ import (
 	"github.com/cespare/xxhash/v2"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/test/bufconn"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
 
 	shardscrapev1 "github.com/shardscrape/shardscrape/proto/shardscrape/v1"
 	"github.com/shardscrape/shardscrape/relabel"
@@ -45,52 +52,173 @@ func benchTargets(job string, n, round int) []relabel.Target {
 
 // BenchmarkCoordinator measures the time from a full target-set change
 // (every target replaced by a new one) to every worker's stream having
-// received its update, over real gRPC streams (bufconn), and the process's
-// peak RSS (coordinator and the in-process clients together).
+// received its update, over real gRPC streams (bufconn, one connection per
+// worker as in a deployment).
+//
+// clients=proto decode every message as a worker does (proto.Unmarshal);
+// clients=raw only scan the message's top-level fields, so that the figures
+// are mostly the coordinator's own cost (the clients share the process and
+// its cores).
+//
+// Reported: s/update (UpdateTargets until the last client received its
+// update), s/UpdateTargets-call, s/all-sent (until the last stream's Send
+// returned), MiB-peak-rss (the process's VmHWM: coordinator, the benchmark's
+// target sets and the clients together) and MiB-peak-heap (the largest Go
+// heap in use, sampled every 5ms during the measured updates, same scope).
 func BenchmarkCoordinator(b *testing.B) {
 	for _, size := range []struct{ workers, targets int }{{10, 10_000}, {200, 1_000_000}} {
-		b.Run(fmt.Sprintf("workers=%d/targets=%d", size.workers, size.targets), func(b *testing.B) {
-			if size.targets > 100_000 && testing.Short() {
-				b.Skip("large size skipped under -short")
+		for _, raw := range []bool{false, true} {
+			name := fmt.Sprintf("workers=%d/targets=%d/clients=proto", size.workers, size.targets)
+			if raw {
+				name = fmt.Sprintf("workers=%d/targets=%d/clients=raw", size.workers, size.targets)
 			}
-			benchCoordinator(b, size.workers, size.targets)
-		})
+			b.Run(name, func(b *testing.B) {
+				if size.targets > 100_000 && testing.Short() {
+					b.Skip("large size skipped under -short")
+				}
+				benchCoordinator(b, size.workers, size.targets, raw)
+			})
+		}
 	}
 }
 
-func benchCoordinator(b *testing.B, nWorkers, nTargets int) {
+// rawUpdate is what a raw client reads of a WatchAssignmentsResponse.
+type rawUpdate struct {
+	gen               uint64
+	snapshot, partial bool
+	upserts, removed  int
+}
+
+// rawCodec decodes WatchAssignmentsResponse into rawUpdate by scanning its
+// top-level fields only; it marshals requests as protobuf.
+type rawCodec struct{}
+
+func (rawCodec) Name() string { return "proto" }
+
+func (rawCodec) Marshal(v any) ([]byte, error) { return proto.Marshal(v.(proto.Message)) }
+
+func (rawCodec) Unmarshal(b []byte, v any) error {
+	u := v.(*rawUpdate)
+	*u = rawUpdate{}
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return protowire.ParseError(n)
+		}
+		b = b[n:]
+		switch {
+		case num == 1 && typ == protowire.VarintType:
+			u.gen, n = protowire.ConsumeVarint(b)
+		case num == 2 && typ == protowire.VarintType:
+			var x uint64
+			x, n = protowire.ConsumeVarint(b)
+			u.snapshot = x != 0
+		case num == 4 && typ == protowire.VarintType:
+			var x uint64
+			x, n = protowire.ConsumeVarint(b)
+			u.partial = x != 0
+		case num == 8:
+			u.upserts++
+			n = protowire.ConsumeFieldValue(num, typ, b)
+		case num == 9 && typ == protowire.BytesType:
+			var p []byte
+			p, n = protowire.ConsumeBytes(b)
+			u.removed += len(p) / 8
+		case num == 9:
+			u.removed++
+			n = protowire.ConsumeFieldValue(num, typ, b)
+		default:
+			n = protowire.ConsumeFieldValue(num, typ, b)
+		}
+		if n < 0 {
+			return protowire.ParseError(n)
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+// benchStream opens a worker's stream on its own connection and feeds the
+// updates it receives to cl.
+func benchStream(b *testing.B, ctx context.Context, lis *bufconn.Listener, req *shardscrapev1.WatchAssignmentsRequest, raw bool, cl *benchClient) func() {
+	conn, err := grpc.NewClient("passthrough:///bufnet",
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
+		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(b, err)
+	b.Cleanup(func() { _ = conn.Close() })
+	var recv func() (rawUpdate, error)
+	if raw {
+		cs, err := conn.NewStream(ctx, &shardscrapev1.WorkerService_ServiceDesc.Streams[0],
+			shardscrapev1.WorkerService_WatchAssignments_FullMethodName, grpc.ForceCodec(rawCodec{}))
+		require.NoError(b, err)
+		require.NoError(b, cs.SendMsg(req))
+		require.NoError(b, cs.CloseSend())
+		recv = func() (rawUpdate, error) {
+			var u rawUpdate
+			err := cs.RecvMsg(&u)
+			return u, err
+		}
+	} else {
+		stream, err := shardscrapev1.NewWorkerServiceClient(conn).WatchAssignments(ctx, req)
+		require.NoError(b, err)
+		recv = func() (rawUpdate, error) {
+			m, err := stream.Recv()
+			if err != nil {
+				return rawUpdate{}, err
+			}
+			return rawUpdate{gen: m.GetGeneration(), snapshot: m.GetSnapshot(), partial: m.GetPartial(),
+				upserts: len(m.GetUpserts()), removed: len(m.GetRemovedTargetIds())}, nil
+		}
+	}
+	return func() {
+		var n int64
+		mid := false // within a split update
+		for {
+			u, err := recv()
+			if err != nil {
+				return
+			}
+			if u.snapshot && !mid {
+				n = 0
+			}
+			mid = u.partial
+			n += int64(u.upserts) - int64(u.removed)
+			if !u.partial {
+				cl.targets.Store(n)
+				cl.gen.Store(u.gen)
+			}
+		}
+	}
+}
+
+func benchCoordinator(b *testing.B, nWorkers, nTargets int, raw bool) {
 	e := newEnv(b, nil, nil, Options{})
+	// The workers' connections, with small buffers: bufconn allocates its
+	// buffer up front, twice per connection.
+	lis := bufconn.Listen(64 << 10)
+	var lwg sync.WaitGroup
+	lwg.Go(func() { _ = e.srv.Serve(lis) })
+	b.Cleanup(func() { e.stop(); lwg.Wait() })
 	clients := make([]*benchClient, nWorkers)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	b.Cleanup(func() { cancel(); wg.Wait() })
+	allSent := make(chan time.Time, 1)
+	e.c.mu.Lock()
+	e.c.onAllSent = func() {
+		select {
+		case allSent <- time.Now():
+		default:
+		}
+	}
+	e.c.mu.Unlock()
 	for i := range clients {
 		id := fmt.Sprintf("scraper-%d", i)
 		resp, err := e.wc.Join(ctx, &shardscrapev1.JoinRequest{WorkerId: id})
 		require.NoError(b, err)
-		stream, err := e.wc.WatchAssignments(ctx, &shardscrapev1.WatchAssignmentsRequest{WorkerId: id, LeaseEpoch: resp.GetLeaseEpoch()})
-		require.NoError(b, err)
 		cl := &benchClient{}
 		clients[i] = cl
-		wg.Go(func() {
-			var n int64
-			mid := false // within a split update
-			for {
-				m, err := stream.Recv()
-				if err != nil {
-					return
-				}
-				if m.GetSnapshot() && !mid {
-					n = 0
-				}
-				mid = m.GetPartial()
-				n += int64(len(m.GetUpserts())) - int64(len(m.GetRemovedTargetIds()))
-				if !m.GetPartial() {
-					cl.targets.Store(n)
-					cl.gen.Store(m.GetGeneration())
-				}
-			}
-		})
+		wg.Go(benchStream(b, ctx, lis, &shardscrapev1.WatchAssignmentsRequest{WorkerId: id, LeaseEpoch: resp.GetLeaseEpoch()}, raw, cl))
 	}
 	waitAll := func(gen uint64) {
 		for _, cl := range clients {
@@ -111,14 +239,40 @@ func benchCoordinator(b *testing.B, nWorkers, nTargets int) {
 	}
 	waitAll(update())
 
+	var peakHeap atomic.Uint64
+	sampleDone := make(chan struct{})
+	stopSampling := sync.OnceFunc(func() { close(sampleDone) })
+	var swg sync.WaitGroup
+	swg.Go(func() {
+		s := []rtmetrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
+		t := time.NewTicker(5 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-sampleDone:
+				return
+			case <-t.C:
+			}
+			rtmetrics.Read(s)
+			if v := s[0].Value.Uint64(); v > peakHeap.Load() {
+				peakHeap.Store(v)
+			}
+		}
+	})
+	b.Cleanup(func() { stopSampling(); swg.Wait() })
+
 	b.ReportAllocs()
 	b.ResetTimer()
-	var total, inCall time.Duration
+	var total, inCall, toSent time.Duration
 	for b.Loop() {
 		b.StopTimer()
 		ts := benchTargets("bench", nTargets, round)
 		round++
 		runtime.GC()
+		select {
+		case <-allSent:
+		default:
+		}
 		b.StartTimer()
 		start := time.Now()
 		e.c.UpdateTargets(map[string][]relabel.Target{"bench": ts})
@@ -128,8 +282,11 @@ func benchCoordinator(b *testing.B, nWorkers, nTargets int) {
 		inCall += time.Since(start)
 		waitAll(gen)
 		total += time.Since(start)
+		toSent += (<-allSent).Sub(start)
 	}
 	b.StopTimer()
+	stopSampling()
+	swg.Wait()
 	var sum int64
 	for _, cl := range clients {
 		sum += cl.targets.Load()
@@ -137,7 +294,9 @@ func benchCoordinator(b *testing.B, nWorkers, nTargets int) {
 	require.Equal(b, int64(nTargets), sum, "every target owned once")
 	b.ReportMetric(total.Seconds()/float64(b.N), "s/update")
 	b.ReportMetric(inCall.Seconds()/float64(b.N), "s/UpdateTargets-call")
+	b.ReportMetric(toSent.Seconds()/float64(b.N), "s/all-sent")
 	b.ReportMetric(float64(vmHWM())/(1<<20), "MiB-peak-rss")
+	b.ReportMetric(float64(peakHeap.Load())/(1<<20), "MiB-peak-heap")
 }
 
 // vmHWM returns the process's peak resident set size in bytes (0 if unknown).

@@ -192,6 +192,9 @@ type Coordinator struct {
 	// Latency from UpdateTargets to every stream sent.
 	updStart   time.Time
 	updWaiting map[*worker]struct{}
+	// onAllSent, when set (benchmarks), is called when the last stream
+	// waited for has sent its update.
+	onAllSent func()
 
 	scratch []*worker
 }

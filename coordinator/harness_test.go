@@ -47,6 +47,7 @@ type env struct {
 	clock  *fakeClock
 	reg    *prometheus.Registry
 	bucket objstore.Bucket
+	srv    *grpc.Server
 	conn   *grpc.ClientConn
 	wc     shardscrapev1.WorkerServiceClient
 	ac     shardscrapev1.AdminServiceClient
@@ -75,6 +76,7 @@ func newEnv(t testing.TB, bucket objstore.Bucket, clock *fakeClock, opts Options
 		grpc.WithTransportCredentials(insecure.NewCredentials()))
 	require.NoError(t, err)
 	e.conn = conn
+	e.srv = srv
 	e.wc = shardscrapev1.NewWorkerServiceClient(conn)
 	e.ac = shardscrapev1.NewAdminServiceClient(conn)
 	var once sync.Once

@@ -401,5 +401,8 @@ func (c *Coordinator) sent(w *worker) {
 	if len(c.updWaiting) == 0 && !c.updStart.IsZero() {
 		c.metrics.assignLatency.Observe(c.opts.Now().Sub(c.updStart).Seconds())
 		c.updStart = time.Time{}
+		if c.onAllSent != nil {
+			c.onAllSent()
+		}
 	}
 }
