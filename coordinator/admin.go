@@ -45,12 +45,11 @@ func (c *Coordinator) workerProto(w *worker) *shardscrapev1.Worker {
 		TargetCount:         uint64(w.holders()),
 		OutgoingTargetCount: uint64(len(w.outgoing)),
 	}
-	for id := range w.owned {
-		t := c.targets[id]
-		i := -1
-		if t != nil {
-			i = t.slotOf(w)
+	for _, t := range w.owned {
+		if t == nil {
+			continue
 		}
+		i := t.slotOf(w)
 		if i < 0 {
 			continue
 		}

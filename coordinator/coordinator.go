@@ -165,7 +165,6 @@ type Coordinator struct {
 	ring     *shardring.Ring // active members; nil when none
 	ringSig  string
 	lastAsgn *shardring.Assignment
-	asgnKeys []*target // targets in lastAsgn's key order
 
 	handoffs map[uint64]*target // targets with an INCOMING owner
 
@@ -274,14 +273,14 @@ func (c *Coordinator) tick() {
 			c.expire(w)
 		}
 	}
-	for id, t := range c.handoffs {
+	for _, t := range c.handoffs {
 		if now.Before(t.deadline) {
 			continue
 		}
 		for i := range t.slots {
 			if t.slots[i].state == shardscrapev1.TargetState_TARGET_STATE_INCOMING {
 				t.slots[i].state = shardscrapev1.TargetState_TARGET_STATE_ACTIVE
-				c.touch(t.slots[i].w, id)
+				c.touch(t.slots[i].w, t)
 			}
 		}
 		c.metrics.handoffsTimedOut.Inc()
@@ -350,7 +349,7 @@ func (c *Coordinator) setJobTargets(job string, ts []relabel.Target) {
 				t.Key, t.Address, t.Labels = rt.Key, rt.Address, rt.Labels
 				t.interval = intervalOf(rt.Labels)
 				for _, s := range t.slots {
-					c.touch(s.w, t.ID)
+					c.touch(s.w, t)
 				}
 			}
 			continue

@@ -328,3 +328,43 @@ func anyIncoming(m map[uint64]shardscrapev1.TargetState, not uint64) uint64 {
 	}
 	return 0
 }
+
+// TestOwnedListFollowsSlots removes targets from the middle of the workers'
+// owned lists, moves them between workers and expires a worker, checking the
+// lists against the slots after each step.
+func TestOwnedListFollowsSlots(t *testing.T) {
+	e := newEnv(t, nil, nil, Options{})
+	fws := startWorkers(e, 3)
+	ts := makeTargets("node", 300)
+	check := func() {
+		e.c.mu.Lock()
+		defer e.c.mu.Unlock()
+		e.checkOwned()
+	}
+	e.c.UpdateTargets(map[string][]relabel.Target{"node": ts})
+	e.settle(fws...)
+	check()
+	var kept []relabel.Target
+	for i, tg := range ts {
+		if i%3 == 1 { // two thirds removed: later adds compact the lists
+			kept = append(kept, tg)
+		}
+	}
+	e.c.UpdateTargets(map[string][]relabel.Target{"node": kept})
+	check()
+	e.settle(fws...)
+	requireOwnedOnce(t, kept, fws...)
+	fws = append(fws, e.join("w-extra", 0))
+	e.settle(fws...)
+	check()
+	requireOwnedOnce(t, kept, fws...)
+	e.clock.Advance(e.c.opts.LeaseTTL + time.Second)
+	for _, fw := range fws[1:] {
+		_, err := fw.heartbeat()
+		require.NoError(t, err)
+	}
+	e.c.tick()
+	check()
+	e.settle(fws[1:]...)
+	requireOwnedOnce(t, kept, fws[1:]...)
+}

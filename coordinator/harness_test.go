@@ -304,6 +304,29 @@ func (e *env) waitSynced(fws ...*fakeWorker) {
 	}
 }
 
+// checkOwned checks that each worker's owned list holds exactly the
+// targets with its slot, each at its slot's pos. The caller holds e.c.mu.
+func (e *env) checkOwned() {
+	e.t.Helper()
+	slots := map[*worker]int{}
+	for _, t := range e.c.targets {
+		for _, s := range t.slots {
+			slots[s.w]++
+			require.Same(e.t, t, s.w.owned[s.pos], "worker %s target %x", s.w.id, t.ID)
+		}
+	}
+	for _, w := range e.c.workers {
+		require.Equal(e.t, slots[w], w.ownedCount(), w.id)
+		free := 0
+		for _, t := range w.owned {
+			if t == nil {
+				free++
+			}
+		}
+		require.Equal(e.t, w.ownedFree, free, w.id)
+	}
+}
+
 // settle acknowledges handoffs and reports generations until nothing is
 // moving.
 func (e *env) settle(fws ...*fakeWorker) {
@@ -320,6 +343,7 @@ func (e *env) settle(fws ...*fakeWorker) {
 		}
 		e.waitSynced(fws...)
 		e.c.mu.Lock()
+		e.checkOwned()
 		busy := len(e.c.handoffs) > 0
 		for _, w := range e.c.workers {
 			busy = busy || len(w.outgoing) > 0

@@ -1,11 +1,16 @@
 package coordinator
 
 import (
+	"cmp"
 	"maps"
 	"slices"
+	"strings"
+	"unicode/utf8"
 
 	"github.com/prometheus/prometheus/model/labels"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	shardscrapev1 "github.com/shardscrape/shardscrape/proto/shardscrape/v1"
 )
@@ -44,16 +49,15 @@ func (c *Coordinator) buildUpdate(w *worker, sess *session) []part {
 	}
 	var outgoing []*slot
 	if snapshot {
-		items = make([]item, 0, len(w.owned))
-		for id := range w.owned {
-			t := c.targets[id]
-			i := -1
-			if t != nil {
-				i = t.slotOf(w)
+		items = make([]item, 0, w.ownedCount())
+		for _, t := range w.owned {
+			if t == nil {
+				continue
 			}
+			i := t.slotOf(w)
 			if i < 0 {
 				// Not reachable: owned and slots change together.
-				c.logger.Error("Owned target without a slot", "worker", w.id, "target", id)
+				c.logger.Error("Owned target without a slot", "worker", w.id, "target", t.ID)
 				continue
 			}
 			s := &t.slots[i]
@@ -63,14 +67,20 @@ func (c *Coordinator) buildUpdate(w *worker, sess *session) []part {
 			}
 		}
 	} else {
-		slices.Sort(w.pending)
-		w.pending = slices.Compact(w.pending)
+		// A target id may be listed by more than one object: removed,
+		// then discovered again. Only the live one can have w's slot (a
+		// removed target has none), so the id is an upsert if any of its
+		// objects has w's slot, else removed.
+		slices.SortFunc(w.pending, func(a, b pendingRef) int { return cmp.Compare(a.id, b.id) })
 		items = make([]item, 0, len(w.pending))
-		for _, id := range w.pending {
-			t := c.targets[id]
+		for j := 0; j < len(w.pending); {
+			id := w.pending[j].id
+			var t *target
 			i := -1
-			if t != nil {
-				i = t.slotOf(w)
+			for ; j < len(w.pending) && w.pending[j].id == id; j++ {
+				if pt := w.pending[j].t; i < 0 && pt != t {
+					t, i = pt, pt.slotOf(w)
+				}
 			}
 			if i < 0 {
 				removed = append(removed, id)
@@ -121,7 +131,7 @@ func (c *Coordinator) buildUpdate(w *worker, sess *session) []part {
 	base := w.lastSent
 	w.lastSent = gen
 	w.needSnapshot = false
-	w.sentOwned = len(w.owned)
+	w.sentOwned = w.ownedCount()
 	w.pending = nil
 	c.mu.Unlock()
 
@@ -160,10 +170,15 @@ func (c *Coordinator) buildUpdate(w *worker, sess *session) []part {
 		b.add(8)
 		b.cur.RemovedTargetIds = append(b.cur.RemovedTargetIds, id)
 	}
+	if len(items) > 0 {
+		// Upserts are encoded here, straight into the message's bytes
+		// (see appendUpsert), not built as a million small messages.
+		b.raw = make([]byte, 0, min(b.limit, len(items)*upsertSizeHint(&items[0])))
+	}
 	for i := range items {
-		t := toTarget(&items[i])
-		b.add(targetSize(&items[i]))
-		b.cur.Upserts = append(b.cur.Upserts, t)
+		n := targetSize(&items[i])
+		b.add(1 + protowire.SizeBytes(n))
+		b.raw = appendUpsert(b.raw, &items[i], n)
 	}
 	return b.finish()
 }
@@ -174,6 +189,8 @@ type splitter struct {
 	head  func() *shardscrapev1.WatchAssignmentsResponse
 	parts []part
 	cur   *shardscrapev1.WatchAssignmentsResponse
+	// raw holds the current part's encoded upserts.
+	raw   []byte
 	size  int
 	empty bool
 }
@@ -187,7 +204,7 @@ func (s *splitter) start() {
 // add makes room for n more bytes in the current part.
 func (s *splitter) add(n int) {
 	if !s.empty && s.size+n > s.limit {
-		s.parts = append(s.parts, part{msg: s.cur, size: s.size})
+		s.flush()
 		s.start()
 		if len(s.parts) > 0 && s.parts[len(s.parts)-1].msg.RemovedTargetIds != nil {
 			n += 8 // packed field header again
@@ -197,8 +214,17 @@ func (s *splitter) add(n int) {
 	s.empty = false
 }
 
-func (s *splitter) finish() []part {
+// flush closes the current part.
+func (s *splitter) flush() {
+	if len(s.raw) > 0 {
+		s.cur.ProtoReflect().SetUnknown(protoreflect.RawFields(s.raw))
+		s.raw = make([]byte, 0, cap(s.raw))
+	}
 	s.parts = append(s.parts, part{msg: s.cur, size: s.size})
+}
+
+func (s *splitter) finish() []part {
+	s.flush()
 	for i := range s.parts[:len(s.parts)-1] {
 		s.parts[i].msg.Partial = true
 	}
@@ -218,12 +244,92 @@ func toTarget(it *item) *shardscrapev1.Target {
 	return &shardscrapev1.Target{Id: it.id, Job: it.job, Labels: ls, State: it.state, Replica: it.replica}
 }
 
-// targetSize bounds the encoded size of it as an upserts element: each
-// field's tag and length prefix take at most 1 + 5 bytes.
+// Field numbers of WatchAssignmentsResponse.upserts, Target and Label.
+const (
+	fieldUpserts       protowire.Number = 8
+	fieldTargetID      protowire.Number = 1
+	fieldTargetJob     protowire.Number = 2
+	fieldTargetLabels  protowire.Number = 3
+	fieldTargetState   protowire.Number = 4
+	fieldTargetReplica protowire.Number = 5
+	fieldLabelName     protowire.Number = 1
+	fieldLabelValue    protowire.Number = 2
+)
+
+// The upserts of an update are encoded with protowire into the message's
+// unknown fields: WatchAssignmentsResponse.upserts (field 8) is a known
+// field to every receiver, which parses those bytes as it would the
+// marshaled Targets (repeated fields accumulate in any order on the wire).
+// A Target is encoded as proto.Marshal does: fields in number order, zero
+// values left out; strings that are not valid UTF-8 (which Marshal would
+// refuse, failing the stream) have the invalid bytes replaced by U+FFFD.
+
+// stringSize is the encoded size of a string field (0 when empty).
+func stringSize(v string) int {
+	if v == "" {
+		return 0
+	}
+	return 1 + protowire.SizeBytes(len(v))
+}
+
+func labelSize(l labels.Label) int {
+	return stringSize(validUTF8(l.Name)) + stringSize(validUTF8(l.Value))
+}
+
+// targetSize is the encoded size of it as a Target message.
 func targetSize(it *item) int {
-	n := 6 + 9 + 6 + len(it.job) + 2 + 6
+	n := 1 + 8 + stringSize(validUTF8(it.job))
 	it.lbls.Range(func(l labels.Label) {
-		n += 6 + 6 + len(l.Name) + 6 + len(l.Value)
+		n += 1 + protowire.SizeBytes(labelSize(l))
 	})
+	if it.state != 0 {
+		n += 1 + protowire.SizeVarint(uint64(it.state))
+	}
+	if it.replica != 0 {
+		n += 1 + protowire.SizeVarint(uint64(it.replica))
+	}
 	return n
+}
+
+// upsertSizeHint guesses an upserts element's size from a sample, for a
+// buffer's first capacity.
+func upsertSizeHint(it *item) int { return 1 + protowire.SizeBytes(targetSize(it)) + 8 }
+
+func appendString(b []byte, num protowire.Number, v string) []byte {
+	if v == "" {
+		return b
+	}
+	b = protowire.AppendTag(b, num, protowire.BytesType)
+	return protowire.AppendString(b, v)
+}
+
+// appendUpsert appends it as an upserts element; size is targetSize(it).
+func appendUpsert(b []byte, it *item, size int) []byte {
+	b = protowire.AppendTag(b, fieldUpserts, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(size))
+	b = protowire.AppendTag(b, fieldTargetID, protowire.Fixed64Type)
+	b = protowire.AppendFixed64(b, it.id)
+	b = appendString(b, fieldTargetJob, validUTF8(it.job))
+	it.lbls.Range(func(l labels.Label) {
+		b = protowire.AppendTag(b, fieldTargetLabels, protowire.BytesType)
+		b = protowire.AppendVarint(b, uint64(labelSize(l)))
+		b = appendString(b, fieldLabelName, validUTF8(l.Name))
+		b = appendString(b, fieldLabelValue, validUTF8(l.Value))
+	})
+	if it.state != 0 {
+		b = protowire.AppendTag(b, fieldTargetState, protowire.VarintType)
+		b = protowire.AppendVarint(b, uint64(it.state))
+	}
+	if it.replica != 0 {
+		b = protowire.AppendTag(b, fieldTargetReplica, protowire.VarintType)
+		b = protowire.AppendVarint(b, uint64(it.replica))
+	}
+	return b
+}
+
+func validUTF8(s string) string {
+	if utf8.ValidString(s) {
+		return s
+	}
+	return strings.ToValidUTF8(s, "\uFFFD")
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"maps"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -12,8 +11,11 @@ import (
 	"time"
 
 	"github.com/prometheus/prometheus/config"
+	"github.com/prometheus/prometheus/model/labels"
 	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	shardscrapev1 "github.com/shardscrape/shardscrape/proto/shardscrape/v1"
 	"github.com/shardscrape/shardscrape/relabel"
@@ -116,7 +118,7 @@ func TestSlowWorkerDoesNotBlockOthers(t *testing.T) {
 	require.Len(t, fast.owned(), 1000-len(slowOwned(e)))
 	e.c.mu.Lock()
 	slow := e.c.workers["slow"]
-	pending, owned, snap := len(slow.pending), len(slow.owned), slow.needSnapshot
+	pending, owned, snap := len(slow.pending), slow.ownedCount(), slow.needSnapshot
 	e.c.mu.Unlock()
 	require.LessOrEqual(t, pending, 2*max(owned, 1000)+4096, "pending bounded")
 	require.True(t, snap, "fell behind: gets a snapshot")
@@ -226,7 +228,13 @@ func TestServeTargets(t *testing.T) {
 func slowOwned(e *env) map[uint64]struct{} {
 	e.c.mu.Lock()
 	defer e.c.mu.Unlock()
-	return maps.Clone(e.c.workers["slow"].owned)
+	owned := map[uint64]struct{}{}
+	for _, t := range e.c.workers["slow"].owned {
+		if t != nil {
+			owned[t.ID] = struct{}{}
+		}
+	}
+	return owned
 }
 
 func TestRejoinKeepsOwnershipAndMetrics(t *testing.T) {
@@ -277,4 +285,44 @@ func histogramCount(t *testing.T, e *env, name string) uint64 {
 	}
 	t.Fatalf("metric %s not found", name)
 	return 0
+}
+
+// TestAppendUpsert checks the hand-encoded upserts against proto.Marshal of
+// the same Targets, and that a receiver decodes them as Targets.
+func TestAppendUpsert(t *testing.T) {
+	long := strings.Repeat("x", 200) // length prefixes of two bytes
+	items := []item{
+		{id: 1, job: "a", lbls: labels.FromStrings("__address__", "h:1")},
+		{id: 1<<64 - 1, job: "job", lbls: labels.FromStrings("__address__", "h:2", "empty", "", "z", long), state: stateIncoming, replica: 3},
+		{id: 7, job: "", lbls: labels.EmptyLabels(), state: stateOutgoing},
+		{id: 8, job: long, lbls: labels.FromStrings("a", strings.Repeat("y", 120))},
+	}
+	var raw []byte
+	want := &shardscrapev1.WatchAssignmentsResponse{}
+	for i := range items {
+		n := targetSize(&items[i])
+		before := len(raw)
+		raw = appendUpsert(raw, &items[i], n)
+		require.Equal(t, 1+protowire.SizeBytes(n), len(raw)-before, "item %d", i)
+		want.Upserts = append(want.Upserts, toTarget(&items[i]))
+	}
+	wantRaw, err := proto.MarshalOptions{Deterministic: true}.Marshal(want)
+	require.NoError(t, err)
+	require.Equal(t, wantRaw, raw)
+
+	m := &shardscrapev1.WatchAssignmentsResponse{Generation: 5, RemovedTargetIds: []uint64{9}}
+	m.ProtoReflect().SetUnknown(protoreflect.RawFields(raw))
+	b, err := proto.Marshal(m)
+	require.NoError(t, err)
+	got := &shardscrapev1.WatchAssignmentsResponse{}
+	require.NoError(t, proto.Unmarshal(b, got))
+	want.Generation, want.RemovedTargetIds = 5, []uint64{9}
+	require.True(t, proto.Equal(want, got), "got %v", got)
+
+	// Invalid UTF-8, which proto.Marshal refuses, is replaced.
+	bad := item{id: 2, job: "j", lbls: labels.FromStrings("a", "b\xffc")}
+	raw = appendUpsert(nil, &bad, targetSize(&bad))
+	got = &shardscrapev1.WatchAssignmentsResponse{}
+	require.NoError(t, proto.Unmarshal(raw, got))
+	require.Equal(t, "b\uFFFDc", got.GetUpserts()[0].GetLabels()[0].GetValue())
 }

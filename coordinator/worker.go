@@ -33,10 +33,16 @@ type worker struct {
 	applied       uint64 // generation reported by heartbeats
 	lastSent      uint64 // generation of the last update sent
 
-	owned    map[uint64]struct{} // targets with a slot of this worker
-	outgoing map[uint64]struct{} // those whose slot is OUTGOING
-	// pending lists targets to send in the next delta (repeats allowed).
-	pending []uint64
+	// owned lists the targets with a slot of this worker, in no order
+	// (slot.pos is the index), and nil entries (ownedFree of them) for
+	// removed ones: adding and removing one is O(1) without hashing, which
+	// a full change of a million targets does a million times.
+	owned     []*target
+	ownedFree int
+	outgoing  map[uint64]struct{} // ids of those whose slot is OUTGOING
+	// pending lists targets to send in the next delta (repeats allowed;
+	// a removed target stays listed by its last object).
+	pending []pendingRef
 	// needSnapshot: the next update is a snapshot (pending dropped).
 	needSnapshot bool
 	// sentOwned is how many targets it held at the last update built.
@@ -51,10 +57,53 @@ type worker struct {
 	wanted bool
 }
 
+// pendingRef is a pending target: its id and its object when touched.
+type pendingRef struct {
+	id uint64
+	t  *target
+}
+
+// ownedCount is the number of targets with a slot of w.
+func (w *worker) ownedCount() int { return len(w.owned) - w.ownedFree }
+
+// addOwned records that w holds t in slot s.
+func (w *worker) addOwned(t *target, s *slot) {
+	if w.ownedFree > 0 && 2*w.ownedFree >= len(w.owned) {
+		w.compactOwned()
+	}
+	s.pos = len(w.owned)
+	w.owned = append(w.owned, t)
+}
+
+// removeOwned forgets w's slot s. Its entry in w.owned is cleared, not
+// filled: moving another target there would read that target, a cache miss
+// per removal.
+func (w *worker) removeOwned(s *slot) {
+	w.owned[s.pos] = nil
+	w.ownedFree++
+	if w.ownedFree == len(w.owned) {
+		clear(w.owned)
+		w.owned, w.ownedFree = w.owned[:0], 0
+	}
+}
+
+// compactOwned drops the cleared entries of w.owned.
+func (w *worker) compactOwned() {
+	j := 0
+	for _, t := range w.owned {
+		if t != nil {
+			t.slots[t.slotOf(w)].pos = j
+			w.owned[j] = t
+			j++
+		}
+	}
+	clear(w.owned[j:])
+	w.owned, w.ownedFree = w.owned[:j], 0
+}
+
 func newWorker(id string) *worker {
 	return &worker{
 		id:           id,
-		owned:        map[uint64]struct{}{},
 		outgoing:     map[uint64]struct{}{},
 		needSnapshot: true,
 		jobHash:      map[string]string{},
@@ -69,7 +118,7 @@ func (w *worker) alive() bool {
 func (w *worker) onRing() bool { return w.state == shardscrapev1.WorkerState_WORKER_STATE_ACTIVE }
 
 // holders counts the targets w holds and has not handed over.
-func (w *worker) holders() int { return len(w.owned) - len(w.outgoing) }
+func (w *worker) holders() int { return w.ownedCount() - len(w.outgoing) }
 
 // session is one open WatchAssignments stream.
 type session struct {
@@ -245,10 +294,7 @@ func (s workerService) Heartbeat(_ context.Context, req *shardscrapev1.Heartbeat
 	w.lastHeartbeat = now
 	w.applied = req.GetGeneration()
 	for _, l := range req.GetLoads() {
-		if _, ok := w.owned[l.GetTargetId()]; !ok {
-			continue
-		}
-		if t := c.targets[l.GetTargetId()]; t != nil {
+		if t := c.targets[l.GetTargetId()]; t != nil && t.slotOf(w) >= 0 {
 			t.series, t.up = l.GetSeries(), l.GetUp()
 		}
 	}
@@ -263,7 +309,7 @@ func (s workerService) Heartbeat(_ context.Context, req *shardscrapev1.Heartbeat
 		}
 		t.slots[i].state = stateActive
 		t.up = a.GetUp()
-		c.touch(w, t.ID)
+		c.touch(w, t)
 		c.metrics.handoffsCompleted.Inc()
 		c.settle(t)
 	}
