@@ -169,8 +169,9 @@ type Worker struct {
 	mtx          sync.Mutex
 	ready        bool
 	shuttingDown bool
-	generation   uint64 // applied
-	incoming     map[uint64]time.Time
+	generation   uint64               // applied
+	incoming     map[uint64]time.Time // incoming, not acknowledged yet: since when
+	acked        map[uint64]struct{}  // incoming, acknowledged
 	acks         []*pb.HandoffAck
 	idCache      map[*scrape.Target]targetKeys
 	toPersist    *assignment
@@ -216,6 +217,7 @@ func New(opts Options, logger *slog.Logger, reg prometheus.Registerer) (*Worker,
 		asg:         emptyAssignment(),
 		bodies:      map[string][]byte{},
 		incoming:    map[uint64]time.Time{},
+		acked:       map[uint64]struct{}{},
 		idCache:     map[*scrape.Target]targetKeys{},
 		persistKick: make(chan struct{}, 1),
 		reloadCh:    make(chan chan error),
@@ -562,18 +564,31 @@ func (w *Worker) applyConfig(cfg *promconfig.Config) error {
 }
 
 // trackIncoming notes targets that became incoming, to acknowledge their
-// first completed scrape, and forgets those no longer incoming.
+// first completed scrape once (they stay incoming in later updates until
+// the coordinator has the ack), and forgets those no longer incoming.
 func (w *Worker) trackIncoming(a *assignment) {
 	now := time.Now()
+	isIncoming := func(id uint64) bool {
+		t, ok := a.targets[id]
+		return ok && t.State == pb.TargetState_TARGET_STATE_INCOMING
+	}
 	w.mtx.Lock()
 	defer w.mtx.Unlock()
 	for id := range w.incoming {
-		if t, ok := a.targets[id]; !ok || t.State != pb.TargetState_TARGET_STATE_INCOMING {
+		if !isIncoming(id) {
 			delete(w.incoming, id)
+		}
+	}
+	for id := range w.acked {
+		if !isIncoming(id) {
+			delete(w.acked, id)
 		}
 	}
 	for id, t := range a.targets {
 		if t.State != pb.TargetState_TARGET_STATE_INCOMING {
+			continue
+		}
+		if _, ok := w.acked[id]; ok {
 			continue
 		}
 		if _, ok := w.incoming[id]; !ok {
@@ -672,6 +687,7 @@ func (w *Worker) collectAcks() int {
 			Up:         st.t.Health() == scrape.HealthGood,
 		})
 		delete(w.incoming, id)
+		w.acked[id] = struct{}{}
 	}
 	return len(w.acks)
 }

@@ -236,3 +236,38 @@ func TestOutgoingWithConfigChange(t *testing.T) {
 	require.Zero(t, r.rec.staleCount(a))
 	r.stop(t)
 }
+
+// TestIncomingAckedOnce: an incoming target is acknowledged once, though
+// later updates still list it as incoming until the coordinator turns it
+// active.
+func TestIncomingAckedOnce(t *testing.T) {
+	a, b := target(t, nil), target(t, nil)
+	f := &fakeCoordinator{}
+	client, _, _ := serve(t, f)
+	opts := workerOpts(t.TempDir(), client)
+	opts.LeaveOnShutdown = false
+	r := start(t, opts)
+	f.send(t, 1, &pb.WatchAssignmentsResponse{Generation: 1, Snapshot: true, Global: global,
+		Configs: []*pb.ScrapeConfig{scrapeConfig("j")}, Upserts: []*pb.Target{pbTarget("j", a, incoming)}})
+	require.Eventually(t, func() bool { return f.acked(idOf("j", a)) }, 10*time.Second, 20*time.Millisecond)
+	// Another target arrives; a is still incoming in the assignment.
+	f.send(t, 1, &pb.WatchAssignmentsResponse{Generation: 2, BaseGeneration: 1,
+		Upserts: []*pb.Target{pbTarget("j", b, active)}})
+	require.Eventually(t, scrapedOK(r, "j", b), 10*time.Second, 20*time.Millisecond)
+	// Several scrapes of a later, no second ack for it.
+	n := r.rec.sampleCount(a)
+	require.Eventually(t, func() bool { return r.rec.sampleCount(a) > n+8 }, 10*time.Second, 20*time.Millisecond)
+	f.mtx.Lock()
+	acks := 0
+	for _, h := range f.heartbeats {
+		for _, x := range h.Acks {
+			if x.TargetId == idOf("j", a) {
+				acks++
+			}
+		}
+	}
+	f.mtx.Unlock()
+	require.Equal(t, 1, acks)
+	require.Equal(t, 1.0, testutil.ToFloat64(r.w.metrics.handoffAcks))
+	r.stop(t)
+}
