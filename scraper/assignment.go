@@ -1,6 +1,7 @@
 package scraper
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"os"
@@ -158,15 +159,7 @@ func (a *assignment) promParts() (promcfg.Global, []promcfg.Job) {
 	for _, c := range a.configs {
 		jobs = append(jobs, promcfg.Job{Name: c.JobName, Hash: c.Hash, YAML: c.Yaml, Dir: c.ConfigDir})
 	}
-	slices.SortFunc(jobs, func(x, y promcfg.Job) int {
-		switch {
-		case x.Name < y.Name:
-			return -1
-		case x.Name > y.Name:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(jobs, func(x, y promcfg.Job) int { return cmp.Compare(x.Name, y.Name) })
 	return g, jobs
 }
 
@@ -205,27 +198,11 @@ func (a *assignment) snapshot() *pb.WatchAssignmentsResponse {
 	for _, c := range a.configs {
 		s.Configs = append(s.Configs, c)
 	}
-	slices.SortFunc(s.Configs, func(x, y *pb.ScrapeConfig) int {
-		switch {
-		case x.JobName < y.JobName:
-			return -1
-		case x.JobName > y.JobName:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(s.Configs, func(x, y *pb.ScrapeConfig) int { return cmp.Compare(x.JobName, y.JobName) })
 	for _, t := range a.targets {
 		s.Upserts = append(s.Upserts, t)
 	}
-	slices.SortFunc(s.Upserts, func(x, y *pb.Target) int {
-		switch {
-		case x.Id < y.Id:
-			return -1
-		case x.Id > y.Id:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(s.Upserts, func(x, y *pb.Target) int { return cmp.Compare(x.Id, y.Id) })
 	return s
 }
 
