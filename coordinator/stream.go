@@ -1,7 +1,6 @@
 package coordinator
 
 import (
-	"cmp"
 	"maps"
 	"slices"
 	"strings"
@@ -67,23 +66,25 @@ func (c *Coordinator) buildUpdate(w *worker, sess *session) []part {
 			}
 		}
 	} else {
-		// A target id may be listed by more than one object: removed,
-		// then discovered again. Only the live one can have w's slot (a
-		// removed target has none), so the id is an upsert if any of its
-		// objects has w's slot, else removed.
-		slices.SortFunc(w.pending, func(a, b pendingRef) int { return cmp.Compare(a.id, b.id) })
+		// Repeats of an object are skipped by marking it (target.seen
+		// means nothing outside setJobTargets). A target id may be listed
+		// by more than one object: removed, then discovered again. Only
+		// the live one can have w's slot (a removed target has none), so
+		// the id is an upsert if one of its objects has w's slot, else
+		// removed: removed ids are deduplicated against the upserts below,
+		// outside the lock.
+		c.seq++
+		mark := c.seq
 		items = make([]item, 0, len(w.pending))
-		for j := 0; j < len(w.pending); {
-			id := w.pending[j].id
-			var t *target
-			i := -1
-			for ; j < len(w.pending) && w.pending[j].id == id; j++ {
-				if pt := w.pending[j].t; i < 0 && pt != t {
-					t, i = pt, pt.slotOf(w)
-				}
+		for _, p := range w.pending {
+			t := p.t
+			if t.seen == mark {
+				continue
 			}
+			t.seen = mark
+			i := t.slotOf(w)
 			if i < 0 {
-				removed = append(removed, id)
+				removed = append(removed, p.id)
 				continue
 			}
 			s := &t.slots[i]
@@ -135,6 +136,8 @@ func (c *Coordinator) buildUpdate(w *worker, sess *session) []part {
 	w.pending = nil
 	c.mu.Unlock()
 
+	removed = dedupRemoved(removed, items)
+
 	// Build and split outside the lock: labels are immutable, configs are
 	// replaced, never modified.
 	slices.Sort(removedJobs)
@@ -172,15 +175,48 @@ func (c *Coordinator) buildUpdate(w *worker, sess *session) []part {
 	}
 	if len(items) > 0 {
 		// Upserts are encoded here, straight into the message's bytes
-		// (see appendUpsert), not built as a million small messages.
+		// (see appendTarget), not built as a million small messages.
 		b.raw = make([]byte, 0, min(b.limit, len(items)*upsertSizeHint(&items[0])))
 	}
+	var body []byte
 	for i := range items {
-		n := targetSize(&items[i])
-		b.add(1 + protowire.SizeBytes(n))
-		b.raw = appendUpsert(b.raw, &items[i], n)
+		// One pass over the labels: encode the Target, then copy it
+		// behind its tag and length.
+		body = appendTarget(body[:0], &items[i])
+		b.add(1 + protowire.SizeBytes(len(body)))
+		b.raw = protowire.AppendTag(b.raw, fieldUpserts, protowire.BytesType)
+		b.raw = protowire.AppendBytes(b.raw, body)
 	}
 	return b.finish()
+}
+
+// dedupRemoved sorts and deduplicates removed ids and drops those that are
+// upserts too (removed and discovered again since the last update).
+func dedupRemoved(removed []uint64, items []item) []uint64 {
+	if len(removed) == 0 {
+		return removed
+	}
+	slices.Sort(removed)
+	removed = slices.Compact(removed)
+	if len(items) == 0 {
+		return removed
+	}
+	ups := make([]uint64, len(items))
+	for i := range items {
+		ups[i] = items[i].id
+	}
+	slices.Sort(ups)
+	out, j := removed[:0], 0
+	for _, id := range removed {
+		for j < len(ups) && ups[j] < id {
+			j++
+		}
+		if j < len(ups) && ups[j] == id {
+			continue
+		}
+		out = append(out, id)
+	}
+	return out
 }
 
 // splitter cuts an update into parts no larger than limit.
@@ -303,10 +339,8 @@ func appendString(b []byte, num protowire.Number, v string) []byte {
 	return protowire.AppendString(b, v)
 }
 
-// appendUpsert appends it as an upserts element; size is targetSize(it).
-func appendUpsert(b []byte, it *item, size int) []byte {
-	b = protowire.AppendTag(b, fieldUpserts, protowire.BytesType)
-	b = protowire.AppendVarint(b, uint64(size))
+// appendTarget appends it encoded as a Target message.
+func appendTarget(b []byte, it *item) []byte {
 	b = protowire.AppendTag(b, fieldTargetID, protowire.Fixed64Type)
 	b = protowire.AppendFixed64(b, it.id)
 	b = appendString(b, fieldTargetJob, validUTF8(it.job))
