@@ -122,7 +122,7 @@ func (s adminService) ListTargets(_ context.Context, req *shardscrapev1.ListTarg
 		return nil, status.Errorf(codes.NotFound, "worker_id: unknown worker %q", id)
 	}
 	var ids []uint64
-	for id, t := range c.targets {
+	for id, t := range c.targets.all() {
 		if req.GetJob() != "" && t.Job != req.GetJob() {
 			continue
 		}
@@ -163,7 +163,7 @@ func (s adminService) ListTargets(_ context.Context, req *shardscrapev1.ListTarg
 		i++
 	}
 	for ; i < len(ids) && len(resp.Targets) < size; i++ {
-		resp.Targets = append(resp.Targets, c.assignedTarget(c.targets[ids[i]]))
+		resp.Targets = append(resp.Targets, c.assignedTarget(c.targets.get(ids[i])))
 	}
 	if i < len(ids) && len(resp.Targets) > 0 {
 		resp.NextPageToken = strconv.FormatUint(ids[i-1], 16)
@@ -184,7 +184,7 @@ func matchLabels(ms []*labels.Matcher, ls labels.Labels) bool {
 func (c *Coordinator) resolve(field string, ref *shardscrapev1.TargetRef) ([]*target, jobAddr, error) {
 	switch r := ref.GetRef().(type) {
 	case *shardscrapev1.TargetRef_Id:
-		t := c.targets[r.Id]
+		t := c.targets.get(r.Id)
 		if t == nil {
 			return nil, jobAddr{}, status.Errorf(codes.NotFound, "%s: unknown target id %016x", field, r.Id)
 		}
@@ -294,7 +294,7 @@ func (s adminService) RingStatus(context.Context, *shardscrapev1.RingStatusReque
 		ReplicationFactor:     uint32(c.opts.ReplicationFactor),
 		RebalancingPaused:     c.admin.Paused,
 		PauseReason:           c.admin.Reason,
-		TargetCount:           uint64(len(c.targets)),
+		TargetCount:           uint64(c.targets.len()),
 	}
 	if c.ring == nil {
 		return resp, nil
@@ -557,7 +557,7 @@ func (s adminService) PreviewRebalance(_ context.Context, req *shardscrapev1.Pre
 	}
 	var rows []row
 	var keys []uint64
-	for _, t := range c.targets {
+	for _, t := range c.targets.all() {
 		if _, ok := c.admin.excluded(t.Job, t.Address); ok {
 			continue
 		}

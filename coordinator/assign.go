@@ -204,8 +204,8 @@ func (c *Coordinator) reconcile() {
 	c.needReconcile = false
 	c.updateRing()
 	c.lastAsgn = nil
-	order := make([]*target, 0, len(c.targets))
-	keys := make([]uint64, 0, len(c.targets))
+	order := make([]*target, 0, c.targets.len())
+	keys := make([]uint64, 0, c.targets.len())
 	var one [1]*worker
 	// Visit targets by job, in the order given: they were allocated in
 	// that order, so memory is read mostly sequentially, not a cache miss
@@ -477,7 +477,7 @@ func (c *Coordinator) settleDrains() {
 func (c *Coordinator) endGrace() {
 	c.grace = false
 	for id := range c.prevOwners {
-		if t := c.targets[id]; t != nil {
+		if t := c.targets.get(id); t != nil {
 			c.seedPrevious(t)
 		}
 	}
@@ -489,7 +489,7 @@ func (c *Coordinator) endGrace() {
 			c.markDirty(w)
 		}
 	}
-	c.logger.Info("Startup grace over", "workers", len(c.workers), "targets", len(c.targets))
+	c.logger.Info("Startup grace over", "workers", len(c.workers), "targets", c.targets.len())
 }
 
 // seedPrevious gives t, when it has no owner yet, the owners it had before

@@ -63,8 +63,11 @@ func benchTargets(job string, n, round int) []relabel.Target {
 // Reported: s/update (UpdateTargets until the last client received its
 // update), s/UpdateTargets-call, s/all-sent (until the last stream's Send
 // returned), MiB-peak-rss (the process's VmHWM: coordinator, the benchmark's
-// target sets and the clients together) and MiB-peak-heap (the largest Go
-// heap in use, sampled every 5ms during the measured updates, same scope).
+// target sets and the clients together), MiB-peak-heap (the largest Go heap
+// in use, live and garbage, sampled every 5ms during the measured updates,
+// same scope) and MiB-live-heap (the heap after a GC at the end: the
+// coordinator's state, which shares the label strings of the last target
+// set given, and the idle clients).
 func BenchmarkCoordinator(b *testing.B) {
 	for _, size := range []struct{ workers, targets int }{{10, 10_000}, {200, 1_000_000}} {
 		for _, raw := range []bool{false, true} {
@@ -297,6 +300,10 @@ func benchCoordinator(b *testing.B, nWorkers, nTargets int, raw bool) {
 	b.ReportMetric(toSent.Seconds()/float64(b.N), "s/all-sent")
 	b.ReportMetric(float64(vmHWM())/(1<<20), "MiB-peak-rss")
 	b.ReportMetric(float64(peakHeap.Load())/(1<<20), "MiB-peak-heap")
+	runtime.GC()
+	live := []rtmetrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
+	rtmetrics.Read(live)
+	b.ReportMetric(float64(live[0].Value.Uint64())/(1<<20), "MiB-live-heap")
 }
 
 // vmHWM returns the process's peak resident set size in bytes (0 if unknown).

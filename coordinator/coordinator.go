@@ -150,7 +150,7 @@ type Coordinator struct {
 	epoch    uint64 // last lease epoch handed out
 
 	workers map[string]*worker
-	targets map[uint64]*target
+	targets *idTable
 	// jobTargets lists each job's targets, in the order given.
 	jobTargets map[string][]*target
 	// discovered counts targets before relabeling per job (SetDiscovered).
@@ -215,7 +215,7 @@ func New(ctx context.Context, opts Options, logger *slog.Logger, reg prometheus.
 		bucket:     opts.Bucket,
 		changed:    make(chan struct{}),
 		workers:    map[string]*worker{},
-		targets:    map[uint64]*target{},
+		targets:    newIDTable(),
 		jobTargets: map[string][]*target{},
 		discovered: map[string]int{},
 		jobCfgs:    map[string]JobConfig{},
@@ -337,7 +337,8 @@ func (c *Coordinator) setJobTargets(job string, ts []relabel.Target) {
 			c.logger.Warn("Target of another job ignored", "job", job, "target_job", rt.Job, "address", rt.Address)
 			continue
 		}
-		t, ok := c.targets[rt.ID]
+		t := c.targets.get(rt.ID)
+		ok := t != nil
 		if ok && t.seen == seq {
 			c.duplicates++
 			continue
@@ -356,7 +357,7 @@ func (c *Coordinator) setJobTargets(job string, ts []relabel.Target) {
 		}
 		t = &target{Target: *rt, interval: intervalOf(rt.Labels), seen: seq}
 		t.slots = t.inline[:0]
-		c.targets[rt.ID] = t
+		c.targets.put(rt.ID, t)
 		kept = append(kept, t)
 		if c.prevOwners != nil && !c.grace {
 			c.seedPrevious(t)
@@ -365,7 +366,7 @@ func (c *Coordinator) setJobTargets(job string, ts []relabel.Target) {
 	for _, t := range old {
 		if t.seen != seq {
 			c.dropAll(t)
-			delete(c.targets, t.ID)
+			c.targets.del(t.ID)
 		}
 	}
 	if len(kept) == 0 {

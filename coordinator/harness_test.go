@@ -309,7 +309,7 @@ func (e *env) waitSynced(fws ...*fakeWorker) {
 func (e *env) checkOwned() {
 	e.t.Helper()
 	slots := map[*worker]int{}
-	for _, t := range e.c.targets {
+	for _, t := range e.c.targets.all() {
 		for _, s := range t.slots {
 			slots[s.w]++
 			require.Same(e.t, t, s.w.owned[s.pos], "worker %s target %x", s.w.id, t.ID)

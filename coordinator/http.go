@@ -80,8 +80,8 @@ func (c *Coordinator) ServeTargets(w http.ResponseWriter, r *http.Request) {
 		cfg    *config.ScrapeConfig
 	}
 	c.mu.Lock()
-	rows := make([]row, 0, len(c.targets))
-	for _, t := range c.targets {
+	rows := make([]row, 0, c.targets.len())
+	for _, t := range c.targets.all() {
 		if pool != "" && t.Job != pool {
 			continue
 		}

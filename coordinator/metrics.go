@@ -112,7 +112,7 @@ func (c *Coordinator) coverage() coverage {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	cov := coverage{
-		kept:          len(c.targets),
+		kept:          c.targets.len(),
 		duplicates:    c.duplicates,
 		workerTargets: map[string]int{},
 		workerSeries:  map[string]uint64{},
@@ -127,7 +127,7 @@ func (c *Coordinator) coverage() coverage {
 			cov.workerTargets[w.id] = 0
 		}
 	}
-	for _, t := range c.targets {
+	for _, t := range c.targets.all() {
 		if _, ok := c.admin.excluded(t.Job, t.Address); ok {
 			cov.excluded++
 			continue

@@ -218,7 +218,7 @@ func (c *Coordinator) encodeAssignment() []byte {
 	for i, id := range ids {
 		index[id] = i
 	}
-	b := make([]byte, 0, 16+len(c.targets)*11)
+	b := make([]byte, 0, 16+c.targets.len()*11)
 	b = append(b, assignmentMagic...)
 	b = binary.AppendUvarint(b, c.gen)
 	b = binary.AppendUvarint(b, uint64(len(ids)))
@@ -227,14 +227,14 @@ func (c *Coordinator) encodeAssignment() []byte {
 		b = append(b, id...)
 	}
 	n := 0
-	for _, t := range c.targets {
+	for _, t := range c.targets.all() {
 		if len(t.slots) > 0 {
 			n++
 		}
 	}
 	b = binary.AppendUvarint(b, uint64(n))
 	var owners []int
-	for _, t := range c.targets {
+	for _, t := range c.targets.all() {
 		if len(t.slots) == 0 {
 			continue
 		}

@@ -294,12 +294,12 @@ func (s workerService) Heartbeat(_ context.Context, req *shardscrapev1.Heartbeat
 	w.lastHeartbeat = now
 	w.applied = req.GetGeneration()
 	for _, l := range req.GetLoads() {
-		if t := c.targets[l.GetTargetId()]; t != nil && t.slotOf(w) >= 0 {
+		if t := c.targets.get(l.GetTargetId()); t != nil && t.slotOf(w) >= 0 {
 			t.series, t.up = l.GetSeries(), l.GetUp()
 		}
 	}
 	for _, a := range req.GetAcks() {
-		t := c.targets[a.GetTargetId()]
+		t := c.targets.get(a.GetTargetId())
 		if t == nil {
 			continue
 		}
@@ -315,7 +315,7 @@ func (s workerService) Heartbeat(_ context.Context, req *shardscrapev1.Heartbeat
 	}
 	// Outgoing targets the worker has stopped are removed.
 	for id := range w.outgoing {
-		t := c.targets[id]
+		t := c.targets.get(id)
 		if t == nil {
 			delete(w.outgoing, id)
 			continue
