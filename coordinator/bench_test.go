@@ -16,6 +16,10 @@ import (
 	"time"
 
 	"github.com/cespare/xxhash/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/config"
+	"github.com/prometheus/prometheus/discovery/targetgroup"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
@@ -79,8 +83,50 @@ func BenchmarkCoordinator(b *testing.B) {
 				if size.targets > 100_000 && testing.Short() {
 					b.Skip("large size skipped under -short")
 				}
-				benchCoordinator(b, size.workers, size.targets, raw)
+				benchCoordinator(b, size.workers, size.targets, raw, nil)
 			})
+		}
+	}
+}
+
+// BenchmarkFullPath is the path the binary takes for a full change: the
+// discovered groups (1M static targets in 100 groups, every address new)
+// go through the relabel pipeline cold (Prometheus's PopulateLabels per
+// target), then UpdateTargets, then the streams to 200 raw clients.
+// s/relabel is the pipeline's share of s/update.
+func BenchmarkFullPath(b *testing.B) {
+	if testing.Short() {
+		b.Skip("large size skipped under -short")
+	}
+	benchCoordinator(b, 200, 1_000_000, true, newBenchPipeline(b))
+}
+
+// benchSource makes the targets of a round: prepare, untimed, returns the
+// timed step.
+type benchSource func(round int) (timed func() []relabel.Target)
+
+func newBenchPipeline(b *testing.B) benchSource {
+	p, err := relabel.NewPipeline(relabel.PipelineOptions{}, nil, prometheus.NewRegistry())
+	require.NoError(b, err)
+	cfg, err := config.Load("scrape_configs:\n- job_name: bench\n", nil)
+	require.NoError(b, err)
+	require.NoError(b, p.ApplyConfig(cfg))
+	return func(round int) func() []relabel.Target {
+		const groupsN, perGroup = 100, 10_000
+		groups := make([]*targetgroup.Group, groupsN)
+		for g := range groups {
+			tg := &targetgroup.Group{Source: fmt.Sprint(g), Labels: model.LabelSet{"env": "bench"}}
+			for i := range perGroup {
+				n := g*perGroup + i
+				addr := fmt.Sprintf("10.%d.%d.%d:%d", n>>16&255, n>>8&255, n&255, 9100+round)
+				tg.Targets = append(tg.Targets, model.LabelSet{model.AddressLabel: model.LabelValue(addr)})
+			}
+			groups[g] = tg
+		}
+		return func() []relabel.Target {
+			ts, errs := p.Targets("bench", groups)
+			require.Empty(b, errs)
+			return ts
 		}
 	}
 }
@@ -194,7 +240,15 @@ func benchStream(b *testing.B, ctx context.Context, lis *bufconn.Listener, req *
 	}
 }
 
-func benchCoordinator(b *testing.B, nWorkers, nTargets int, raw bool) {
+// benchCoordinator runs the benchmark; src nil gives targets straight to
+// UpdateTargets (benchTargets), else they come from src, timed.
+func benchCoordinator(b *testing.B, nWorkers, nTargets int, raw bool, src benchSource) {
+	if src == nil {
+		src = func(round int) func() []relabel.Target {
+			ts := benchTargets("bench", nTargets, round)
+			return func() []relabel.Target { return ts }
+		}
+	}
 	e := newEnv(b, nil, nil, Options{})
 	// The workers' connections, with small buffers: bufconn allocates its
 	// buffer up front, twice per connection.
@@ -232,7 +286,7 @@ func benchCoordinator(b *testing.B, nWorkers, nTargets int, raw bool) {
 	}
 	round := 0
 	update := func() uint64 {
-		ts := benchTargets("bench", nTargets, round)
+		ts := src(round)()
 		old := fmt.Sprint(round - 1)
 		round++
 		e.c.UpdateTargets(map[string][]relabel.Target{"bench": ts, old: nil})
@@ -266,10 +320,10 @@ func benchCoordinator(b *testing.B, nWorkers, nTargets int, raw bool) {
 
 	b.ReportAllocs()
 	b.ResetTimer()
-	var total, inCall, toSent time.Duration
+	var total, inSource, inCall, toSent time.Duration
 	for b.Loop() {
 		b.StopTimer()
-		ts := benchTargets("bench", nTargets, round)
+		produce := src(round)
 		round++
 		runtime.GC()
 		select {
@@ -278,11 +332,14 @@ func benchCoordinator(b *testing.B, nWorkers, nTargets int, raw bool) {
 		}
 		b.StartTimer()
 		start := time.Now()
+		ts := produce()
+		inSource += time.Since(start)
+		called := time.Now()
 		e.c.UpdateTargets(map[string][]relabel.Target{"bench": ts})
 		e.c.mu.Lock()
 		gen := e.c.gen
 		e.c.mu.Unlock()
-		inCall += time.Since(start)
+		inCall += time.Since(called)
 		waitAll(gen)
 		total += time.Since(start)
 		toSent += (<-allSent).Sub(start)
@@ -297,6 +354,9 @@ func benchCoordinator(b *testing.B, nWorkers, nTargets int, raw bool) {
 	require.Equal(b, int64(nTargets), sum, "every target owned once")
 	b.ReportMetric(total.Seconds()/float64(b.N), "s/update")
 	b.ReportMetric(inCall.Seconds()/float64(b.N), "s/UpdateTargets-call")
+	if inSource > time.Millisecond {
+		b.ReportMetric(inSource.Seconds()/float64(b.N), "s/relabel")
+	}
 	b.ReportMetric(toSent.Seconds()/float64(b.N), "s/all-sent")
 	b.ReportMetric(float64(vmHWM())/(1<<20), "MiB-peak-rss")
 	b.ReportMetric(float64(peakHeap.Load())/(1<<20), "MiB-peak-heap")
