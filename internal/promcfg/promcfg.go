@@ -6,9 +6,11 @@
 // SetDirectory, so that global defaults (interval, timeout, limits) apply as
 // they would in Prometheus.
 //
-// Both directions work on the original text, read as generic YAML:
-// Prometheus marshals secrets as "<secret>", so a remarshaled
-// *config.Config would lose credentials.
+// Both directions work on the original text, read as YAML nodes that keep
+// every scalar as written: Prometheus marshals secrets as "<secret>", so a
+// remarshaled *config.Config would lose credentials, and a scalar decoded
+// to a Go value would change text Prometheus reads as a string (a label
+// value 010 would become 8, 1.10 would become 1.1, a password yes true).
 package promcfg
 
 import (
@@ -26,7 +28,7 @@ import (
 	promconfig "github.com/prometheus/prometheus/config"
 	_ "github.com/prometheus/prometheus/discovery/install"
 	"github.com/prometheus/prometheus/model/labels"
-	"go.yaml.in/yaml/v2"
+	"go.yaml.in/yaml/v3"
 )
 
 // Top-level keys of prometheus.yml that the global part leaves out: the
@@ -129,8 +131,8 @@ func Split(path string, logger *slog.Logger) (*Parts, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
-	var doc yaml.MapSlice
-	if err := yaml.Unmarshal(text, &doc); err != nil {
+	doc, err := parseMapping(text)
+	if err != nil {
 		return nil, fmt.Errorf("parse config %s: %w", path, err)
 	}
 	dir, err := filepath.Abs(filepath.Dir(path))
@@ -139,35 +141,36 @@ func Split(path string, logger *slog.Logger) (*Parts, error) {
 	}
 
 	p := &Parts{Config: cfg}
-	var global yaml.MapSlice
+	global := &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map"}
 	var files []string
-	for _, item := range doc {
-		key, _ := item.Key.(string)
-		switch key {
+	for i := 0; i+1 < len(doc.Content); i += 2 {
+		key, val := doc.Content[i], doc.Content[i+1]
+		switch key.Value {
 		case "scrape_configs":
-			jobs, err := splitJobs(item.Value, "")
+			jobs, err := splitJobs(val, "")
 			if err != nil {
 				return nil, fmt.Errorf("config %s: %w", path, err)
 			}
 			p.Jobs = append(p.Jobs, jobs...)
 		case "scrape_config_files":
-			list, ok := item.Value.([]any)
-			if !ok && item.Value != nil {
+			if isNull(val) {
+				break
+			}
+			if val.Kind != yaml.SequenceNode {
 				return nil, fmt.Errorf("config %s: scrape_config_files: not a list", path)
 			}
-			for _, v := range list {
-				s, ok := v.(string)
-				if !ok {
-					return nil, fmt.Errorf("config %s: scrape_config_files: %v is not a string", path, v)
+			for _, v := range val.Content {
+				if v.Kind != yaml.ScalarNode {
+					return nil, fmt.Errorf("config %s: scrape_config_files: line %d: not a string", path, v.Line)
 				}
-				files = append(files, s)
+				files = append(files, v.Value)
 			}
 		}
-		if !globalExcluded[key] {
-			global = append(global, item)
+		if !globalExcluded[key.Value] {
+			global.Content = append(global.Content, key, val)
 		}
 	}
-	if len(global) > 0 {
+	if len(global.Content) > 0 {
 		if p.Global.YAML, err = yaml.Marshal(global); err != nil {
 			return nil, fmt.Errorf("marshal global part of %s: %w", path, err)
 		}
@@ -195,17 +198,17 @@ func splitFile(file string) ([]Job, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read scrape config file: %w", err)
 	}
-	var doc yaml.MapSlice
-	if err := yaml.Unmarshal(text, &doc); err != nil {
+	doc, err := parseMapping(text)
+	if err != nil {
 		return nil, fmt.Errorf("parse scrape config file %s: %w", file, err)
 	}
 	dir, err := filepath.Abs(filepath.Dir(file))
 	if err != nil {
 		return nil, fmt.Errorf("directory of %s: %w", file, err)
 	}
-	for _, item := range doc {
-		if k, _ := item.Key.(string); k == "scrape_configs" {
-			jobs, err := splitJobs(item.Value, dir)
+	for i := 0; i+1 < len(doc.Content); i += 2 {
+		if doc.Content[i].Value == "scrape_configs" {
+			jobs, err := splitJobs(doc.Content[i+1], dir)
 			if err != nil {
 				return nil, fmt.Errorf("scrape config file %s: %w", file, err)
 			}
@@ -215,36 +218,83 @@ func splitFile(file string) ([]Job, error) {
 	return nil, nil
 }
 
-func splitJobs(v any, dir string) ([]Job, error) {
-	if v == nil {
+func splitJobs(v *yaml.Node, dir string) ([]Job, error) {
+	if isNull(v) {
 		return nil, nil
 	}
-	list, ok := v.([]any)
-	if !ok {
+	if v.Kind != yaml.SequenceNode {
 		return nil, errors.New("scrape_configs: not a list")
 	}
-	jobs := make([]Job, 0, len(list))
-	for i, el := range list {
-		m, ok := el.(yaml.MapSlice)
-		if !ok {
+	jobs := make([]Job, 0, len(v.Content))
+	for i, el := range v.Content {
+		if el.Kind != yaml.MappingNode {
 			return nil, fmt.Errorf("scrape_configs[%d]: not a mapping", i)
 		}
 		var name string
-		for _, item := range m {
-			if k, _ := item.Key.(string); k == "job_name" {
-				name = fmt.Sprint(item.Value)
+		for k := 0; k+1 < len(el.Content); k += 2 {
+			if el.Content[k].Value == "job_name" {
+				name = el.Content[k+1].Value
 			}
 		}
 		if name == "" {
 			return nil, fmt.Errorf("scrape_configs[%d]: job_name is empty", i)
 		}
-		text, err := yaml.Marshal(m)
+		text, err := yaml.Marshal(el)
 		if err != nil {
 			return nil, fmt.Errorf("scrape_configs[%d] (job %q): marshal: %w", i, name, err)
 		}
 		jobs = append(jobs, Job{Name: name, Hash: JobHash(text, dir), YAML: text, Dir: dir})
 	}
 	return jobs, nil
+}
+
+// parseMapping parses a YAML document whose top level is a mapping (an
+// empty document gives an empty one) into nodes that keep every scalar as
+// written, aliases replaced by copies of what they name (so that any part
+// stands on its own), without comments (they do not change a hash).
+func parseMapping(text []byte) (*yaml.Node, error) {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(text, &doc); err != nil {
+		return nil, err
+	}
+	if doc.Kind == 0 || len(doc.Content) == 0 {
+		return &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map"}, nil
+	}
+	top := plain(doc.Content[0], 0)
+	if top == nil {
+		return nil, errors.New("aliases nested too deep")
+	}
+	if top.Kind != yaml.MappingNode {
+		if isNull(top) {
+			return &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map"}, nil
+		}
+		return nil, fmt.Errorf("line %d: top level is not a mapping", top.Line)
+	}
+	return top, nil
+}
+
+// plain returns a copy of n with aliases expanded and anchors and comments
+// dropped; nil when aliases nest deeper than 100 (a cycle, or a YAML bomb).
+func plain(n *yaml.Node, depth int) *yaml.Node {
+	if depth > 100 {
+		return nil
+	}
+	if n.Kind == yaml.AliasNode {
+		return plain(n.Alias, depth+1)
+	}
+	c := *n
+	c.Anchor, c.HeadComment, c.LineComment, c.FootComment = "", "", "", ""
+	c.Content = make([]*yaml.Node, len(n.Content))
+	for i, ch := range n.Content {
+		if c.Content[i] = plain(ch, depth); c.Content[i] == nil {
+			return nil
+		}
+	}
+	return &c
+}
+
+func isNull(n *yaml.Node) bool {
+	return n == nil || (n.Kind == yaml.ScalarNode && n.Tag == "!!null")
 }
 
 // Build rebuilds the configuration a worker runs from the global part and
@@ -256,31 +306,32 @@ func Build(g Global, jobs []Job, logger *slog.Logger) (*promconfig.Config, error
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	var doc yaml.MapSlice
+	doc := &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map"}
 	if len(bytes.TrimSpace(g.YAML)) > 0 {
-		if err := yaml.Unmarshal(g.YAML, &doc); err != nil {
+		var err error
+		if doc, err = parseMapping(g.YAML); err != nil {
 			return nil, fmt.Errorf("parse global config: %w", err)
 		}
 	}
 	// Drop whatever the global text should not hold, so that a job list
 	// there cannot clash with ours.
-	kept := doc[:0]
-	for _, item := range doc {
-		if k, _ := item.Key.(string); !globalExcluded[k] {
-			kept = append(kept, item)
+	var kept []*yaml.Node
+	for i := 0; i+1 < len(doc.Content); i += 2 {
+		if !globalExcluded[doc.Content[i].Value] {
+			kept = append(kept, doc.Content[i], doc.Content[i+1])
 		}
 	}
-	doc = kept
-	elems := make([]any, 0, len(jobs))
+	doc.Content = kept
+	elems := &yaml.Node{Kind: yaml.SequenceNode, Tag: "!!seq"}
 	for _, j := range jobs {
-		var m yaml.MapSlice
-		if err := yaml.Unmarshal(j.YAML, &m); err != nil {
+		m, err := parseMapping(j.YAML)
+		if err != nil {
 			return nil, fmt.Errorf("parse scrape config of job %q: %w", j.Name, err)
 		}
-		elems = append(elems, m)
+		elems.Content = append(elems.Content, m)
 	}
-	if len(elems) > 0 {
-		doc = append(doc, yaml.MapItem{Key: "scrape_configs", Value: elems})
+	if len(elems.Content) > 0 {
+		doc.Content = append(doc.Content, &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: "scrape_configs"}, elems)
 	}
 	text, err := yaml.Marshal(doc)
 	if err != nil {

@@ -188,3 +188,27 @@ func TestErrors(t *testing.T) {
 	_, err = Build(Global{}, []Job{{Name: "x", YAML: job}}, nil)
 	require.ErrorContains(t, err, `"x"`)
 }
+
+// TestScalarsKeptAsWritten: Prometheus reads plain scalars into strings as
+// written, so the split parts must carry them as written: 010, 1.10, yes
+// and a number too long for any Go number stay what they were, in label
+// values, a job name and a password; aliases across jobs resolve.
+func TestScalarsKeptAsWritten(t *testing.T) {
+	path := write(t, filepath.Join(t.TempDir(), "prometheus.yml"), `
+global:
+  external_labels: {dc: 010, version: 1.10}
+scrape_configs:
+- job_name: 1.10
+  basic_auth: {username: 0x1F, password: yes}
+  static_configs: &static
+  - targets: ['a:1']
+    labels: {rack: 010, version: 1.10, big: 123456789012345678901234567890, on: on}
+- job_name: second
+  static_configs: *static
+`)
+	p, built := roundTrip(t, path)
+	require.Equal(t, "1.10", p.Jobs[0].Name)
+	require.Equal(t, "010", built.GlobalConfig.ExternalLabels.Get("dc"))
+	require.Equal(t, "yes", string(built.ScrapeConfigs[0].HTTPClientConfig.BasicAuth.Password))
+	require.NotContains(t, string(p.Jobs[1].YAML), "*static")
+}
