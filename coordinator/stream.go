@@ -133,7 +133,13 @@ func (c *Coordinator) buildUpdate(w *worker, sess *session) []part {
 	w.lastSent = gen
 	w.needSnapshot = false
 	w.sentOwned = w.ownedCount()
-	w.pending = nil
+	// Keep pending's array for the next delta unless it is larger than a
+	// delta may grow (touch): a full change refills it at once.
+	clear(w.pending)
+	w.pending = w.pending[:0]
+	if cap(w.pending) > 2*max(w.ownedCount(), w.sentOwned)+4096 {
+		w.pending = nil
+	}
 	c.mu.Unlock()
 
 	removed = dedupRemoved(removed, items)
@@ -240,7 +246,7 @@ func (s *splitter) start() {
 // add makes room for n more bytes in the current part.
 func (s *splitter) add(n int) {
 	if !s.empty && s.size+n > s.limit {
-		s.flush()
+		s.flush(true)
 		s.start()
 		if len(s.parts) > 0 && s.parts[len(s.parts)-1].msg.RemovedTargetIds != nil {
 			n += 8 // packed field header again
@@ -250,17 +256,20 @@ func (s *splitter) add(n int) {
 	s.empty = false
 }
 
-// flush closes the current part.
-func (s *splitter) flush() {
+// flush closes the current part; more: another part follows.
+func (s *splitter) flush(more bool) {
 	if len(s.raw) > 0 {
 		s.cur.ProtoReflect().SetUnknown(protoreflect.RawFields(s.raw))
-		s.raw = make([]byte, 0, cap(s.raw))
+		s.raw = nil
+		if more {
+			s.raw = make([]byte, 0, s.limit)
+		}
 	}
 	s.parts = append(s.parts, part{msg: s.cur, size: s.size})
 }
 
 func (s *splitter) finish() []part {
-	s.flush()
+	s.flush(false)
 	for i := range s.parts[:len(s.parts)-1] {
 		s.parts[i].msg.Partial = true
 	}
