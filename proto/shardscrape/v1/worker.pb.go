@@ -508,8 +508,9 @@ type LeaveResponse struct {
 	// True when every target was handed over: the worker stops all of them
 	// without staleness markers (their new owners have scraped them), without
 	// waiting for OUTGOING updates. False when the deadline passed first: the
-	// targets it still owns stop as Prometheus stops them, with staleness
-	// markers, and move when the lease is released.
+	// targets it still owns stop as Prometheus stops them when it shuts down
+	// (its scrape manager writes no staleness markers then), and move when the
+	// lease is released.
 	Drained bool `protobuf:"varint,1,opt,name=drained,proto3" json:"drained,omitempty"`
 	// Targets still owned when the call returned.
 	RemainingTargetCount uint64 `protobuf:"varint,2,opt,name=remaining_target_count,json=remainingTargetCount,proto3" json:"remaining_target_count,omitempty"`
