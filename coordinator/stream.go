@@ -75,7 +75,8 @@ func (c *Coordinator) buildUpdate(w *worker, sess *session) []part {
 		// outside the lock.
 		c.seq++
 		mark := c.seq
-		items = make([]item, 0, len(w.pending))
+		// Upserts are targets w holds: at most ownedCount of them.
+		items = make([]item, 0, min(len(w.pending), w.ownedCount()))
 		for _, p := range w.pending {
 			t := p.t
 			if t.seen == mark {
