@@ -19,9 +19,9 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/tools/clientcmd"
+
+	kubeclient "github.com/shardscrape/shardscrape/internal/kube"
 )
 
 // The labels enrichment adds to a target whose address host is a pod IP.
@@ -146,33 +146,9 @@ func newPodIndexMetrics(reg prometheus.Registerer) (*podIndexMetrics, error) {
 	return m, nil
 }
 
-// NewKubeClient returns a Kubernetes client: from kubeconfig when set, else
-// for apiServer (a URL, no credentials) when set, else in-cluster.
+// NewKubeClient returns a client for the pod index (see kube.NewClient).
 func NewKubeClient(apiServer, kubeconfig string) (kubernetes.Interface, error) {
-	var (
-		cfg *rest.Config
-		err error
-	)
-	switch {
-	case kubeconfig != "":
-		cfg, err = clientcmd.BuildConfigFromFlags(apiServer, kubeconfig)
-		if err != nil {
-			return nil, fmt.Errorf("kubeconfig %q: %w", kubeconfig, err)
-		}
-	case apiServer != "":
-		cfg = &rest.Config{Host: apiServer}
-	default:
-		cfg, err = rest.InClusterConfig()
-		if err != nil {
-			return nil, fmt.Errorf("in-cluster Kubernetes config: %w", err)
-		}
-	}
-	cfg.UserAgent = "shardscrape-podindex"
-	c, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("kubernetes client for %q: %w", cfg.Host, err)
-	}
-	return c, nil
+	return kubeclient.NewClient(apiServer, kubeconfig, "shardscrape-podindex")
 }
 
 // NewPodIndex returns a pod index; Run fills it and keeps it current.

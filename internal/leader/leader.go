@@ -21,10 +21,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
+
+	"github.com/shardscrape/shardscrape/internal/kube"
 )
 
 // Defaults of client-go's core components (kube-controller-manager,
@@ -275,30 +275,7 @@ func (e *Elector) newLeader(identity string) {
 	}
 }
 
-// NewKubeClient returns a client for the Lease: from kubeconfig when set
-// (apiServer, when set too, overrides its server), else for apiServer (a
-// URL, no credentials) when set, else in-cluster.
+// NewKubeClient returns a client for the Lease (see kube.NewClient).
 func NewKubeClient(apiServer, kubeconfig string) (kubernetes.Interface, error) {
-	var (
-		cfg *rest.Config
-		err error
-	)
-	switch {
-	case kubeconfig != "":
-		if cfg, err = clientcmd.BuildConfigFromFlags(apiServer, kubeconfig); err != nil {
-			return nil, fmt.Errorf("kubeconfig %q: %w", kubeconfig, err)
-		}
-	case apiServer != "":
-		cfg = &rest.Config{Host: apiServer}
-	default:
-		if cfg, err = rest.InClusterConfig(); err != nil {
-			return nil, fmt.Errorf("in-cluster Kubernetes config: %w", err)
-		}
-	}
-	cfg.UserAgent = "shardscrape-coordinator-leader-election"
-	c, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("kubernetes client for %q: %w", cfg.Host, err)
-	}
-	return c, nil
+	return kube.NewClient(apiServer, kubeconfig, "shardscrape-coordinator-leader-election")
 }
