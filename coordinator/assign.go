@@ -88,12 +88,16 @@ func labelsEqual(t *target, rt *relabel.Target) bool {
 }
 
 // touch records that what w should hold of t may have changed.
-func (c *Coordinator) touch(w *worker, t *target) {
+func (c *Coordinator) touch(w *worker, t *target) { c.touchRef(w, pendingRef{id: t.ID, t: t}) }
+
+// touchRef is touch with a pending reference; one without object names a
+// target gone from the table.
+func (c *Coordinator) touchRef(w *worker, ref pendingRef) {
 	if !w.alive() {
 		return
 	}
 	if !w.needSnapshot {
-		w.pending = append(w.pending, pendingRef{id: t.ID, t: t})
+		w.pending = append(w.pending, ref)
 		// A worker far behind gets a snapshot instead: pending never grows
 		// past about twice what the worker holds.
 		if len(w.pending) > 2*max(w.ownedCount(), w.sentOwned)+4096 {
@@ -416,6 +420,22 @@ func (c *Coordinator) dropSlot(t *target, i int) {
 	delete(w.outgoing, t.ID)
 	c.touch(w, t)
 	t.slots = slices.Delete(t.slots, i, i+1)
+}
+
+// forget drops every slot of t, gone from discovery: its owners get
+// removed_target_ids. Their pending lists name it by id only, so that a
+// full change's old targets can be collected before the streams run.
+func (c *Coordinator) forget(t *target) {
+	for len(t.slots) > 0 {
+		i := len(t.slots) - 1
+		w := t.slots[i].w
+		w.removeOwned(&t.slots[i])
+		delete(w.outgoing, t.ID)
+		c.touchRef(w, pendingRef{id: t.ID})
+		t.slots[i] = slot{}
+		t.slots = t.slots[:i]
+	}
+	delete(c.handoffs, t.ID)
 }
 
 // dropAll removes every slot of t: gone from discovery or excluded.

@@ -365,7 +365,7 @@ func (c *Coordinator) setJobTargets(job string, ts []relabel.Target) {
 	}
 	for _, t := range old {
 		if t.seen != seq {
-			c.dropAll(t)
+			c.forget(t)
 			c.targets.del(t.ID)
 		}
 	}

@@ -79,6 +79,10 @@ func (c *Coordinator) buildUpdate(w *worker, sess *session) []part {
 		items = make([]item, 0, min(len(w.pending), w.ownedCount()))
 		for _, p := range w.pending {
 			t := p.t
+			if t == nil { // gone from the table
+				removed = append(removed, p.id)
+				continue
+			}
 			if t.seen == mark {
 				continue
 			}

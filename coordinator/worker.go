@@ -57,7 +57,8 @@ type worker struct {
 	wanted bool
 }
 
-// pendingRef is a pending target: its id and its object when touched.
+// pendingRef is a pending target: its id and its object when touched (nil:
+// the target is gone).
 type pendingRef struct {
 	id uint64
 	t  *target
