@@ -307,9 +307,20 @@ func (c *Coordinator) SetDiscovered(job string, n int) {
 // their targets. Targets sharing an id keep the first and count the rest as
 // duplicates. The targets' label sets must not be modified afterwards.
 func (c *Coordinator) UpdateTargets(byJob map[string][]relabel.Target) {
+	c.UpdateTargetsSince(byJob, time.Time{})
+}
+
+// UpdateTargetsSince is UpdateTargets for targets discovered at since (the
+// moment discovery delivered them, before relabeling), so that
+// shardscrape_coordinator_assignment_latency_seconds measures discovery to
+// every stream sent. A zero since means now.
+func (c *Coordinator) UpdateTargetsSince(byJob map[string][]relabel.Target, since time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	start := c.opts.Now()
+	start := since
+	if start.IsZero() {
+		start = c.opts.Now()
+	}
 	for job, ts := range byJob {
 		c.setJobTargets(job, ts)
 	}

@@ -40,7 +40,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		streamBytes:       counter("stream_sent_bytes_total", "Assignment stream bytes sent (estimated before framing)."),
 		assignLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: ns, Subsystem: sub, Name: "assignment_latency_seconds",
-			Help:    "Time from a target update to every affected stream having sent it.",
+			Help:    "Time from a discovery update (before relabeling) to every affected stream having sent it.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
 		}),
 		generation: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "generation", Help: "Current assignment generation."}),

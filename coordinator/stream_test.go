@@ -377,3 +377,23 @@ func labelsOf(t *shardscrapev1.Target) labels.Labels {
 	}
 	return b.Labels()
 }
+
+// TestAssignmentLatencyStartsAtDiscovery: the latency histogram counts from
+// the moment discovery delivered the targets, not from UpdateTargets.
+func TestAssignmentLatencyStartsAtDiscovery(t *testing.T) {
+	e := newEnv(t, nil, nil, Options{})
+	fws := startWorkers(e, 2)
+	ts := makeTargets("node", 50)
+	e.c.UpdateTargetsSince(map[string][]relabel.Target{"node": ts}, e.c.opts.Now().Add(-time.Hour))
+	e.settle(fws...)
+	requireOwnedOnce(t, ts, fws...)
+	mfs, err := e.reg.Gather()
+	require.NoError(t, err)
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() == "shardscrape_coordinator_assignment_latency_seconds" {
+			sum = mf.GetMetric()[0].GetHistogram().GetSampleSum()
+		}
+	}
+	require.GreaterOrEqual(t, sum, time.Hour.Seconds())
+}

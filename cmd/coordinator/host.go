@@ -251,7 +251,7 @@ func (h *host) applyConfig(cfg coordinator.Config) error {
 
 // updateTargets keeps the targets of the jobs in byJob (nil or empty: the
 // job has none) and hands them to the current term.
-func (h *host) updateTargets(byJob map[string][]relabel.Target, discovered map[string]int) {
+func (h *host) updateTargets(byJob map[string][]relabel.Target, discovered map[string]int, since time.Time) {
 	h.feedMu.Lock()
 	defer h.feedMu.Unlock()
 	h.mu.Lock()
@@ -275,7 +275,7 @@ func (h *host) updateTargets(byJob map[string][]relabel.Target, discovered map[s
 	for job := range byJob {
 		cur.c.SetDiscovered(job, discovered[job])
 	}
-	cur.c.UpdateTargets(byJob)
+	cur.c.UpdateTargetsSince(byJob, since)
 }
 
 // ServeHTTP serves the current core's pages (/api/v1/targets, /ring,

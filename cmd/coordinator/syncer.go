@@ -28,7 +28,9 @@ var _ targetPipeline = (*relabel.Pipeline)(nil)
 
 // targetSink is where the syncer sends each job's kept targets (the host).
 type targetSink interface {
-	updateTargets(byJob map[string][]relabel.Target, discovered map[string]int)
+	// since is when discovery delivered the update (zero for pod changes
+	// and reloads), for the core's latency histogram.
+	updateTargets(byJob map[string][]relabel.Target, discovered map[string]int, since time.Time)
 }
 
 // syncer runs discovery's target groups through the pipeline into the
@@ -71,7 +73,7 @@ func (s *syncer) applyConfig(cfg *config.Config) error {
 	for _, sc := range scs {
 		s.jobs[sc.JobName] = struct{}{}
 	}
-	s.resyncLocked(nil)
+	s.resyncLocked(nil, time.Time{})
 	return nil
 }
 
@@ -80,22 +82,23 @@ func (s *syncer) applyConfig(cfg *config.Config) error {
 func (s *syncer) update(tgs map[string][]*targetgroup.Group) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	since := time.Now()
 	for job, groups := range tgs {
 		s.groups[job] = groups
 	}
-	s.resyncLocked(tgs)
+	s.resyncLocked(tgs, since)
 }
 
 // resync re-runs every job (pods changed).
 func (s *syncer) resync() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.resyncLocked(nil)
+	s.resyncLocked(nil, time.Time{})
 }
 
 // resyncLocked re-runs the jobs in only (all of them when nil), and
 // empties jobs no longer configured.
-func (s *syncer) resyncLocked(only map[string][]*targetgroup.Group) {
+func (s *syncer) resyncLocked(only map[string][]*targetgroup.Group, since time.Time) {
 	byJob := map[string][]relabel.Target{}
 	discovered := map[string]int{}
 	for job := range s.sent {
@@ -129,7 +132,7 @@ func (s *syncer) resyncLocked(only map[string][]*targetgroup.Group) {
 		s.sent[job] = struct{}{}
 	}
 	if len(byJob) > 0 {
-		s.sink.updateTargets(byJob, discovered)
+		s.sink.updateTargets(byJob, discovered, since)
 	}
 }
 

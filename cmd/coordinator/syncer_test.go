@@ -35,7 +35,7 @@ type fakeSink struct {
 	jobs map[string][]relabel.Target
 }
 
-func (s *fakeSink) updateTargets(byJob map[string][]relabel.Target, _ map[string]int) {
+func (s *fakeSink) updateTargets(byJob map[string][]relabel.Target, _ map[string]int, _ time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for job, ts := range byJob {
