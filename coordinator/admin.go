@@ -326,9 +326,13 @@ func (s adminService) RingStatus(context.Context, *shardscrapev1.RingStatusReque
 	return resp, nil
 }
 
-// mutateAdmin writes next to the bucket, then makes it the admin state and
-// reassigns. The caller holds c.mu.
-func (c *Coordinator) mutateAdmin(ctx context.Context, next adminState) error {
+// mutateAdmin applies edit to a copy of the admin state and writes it to
+// the bucket; only once written does it become the admin state (and the
+// next reconcile reassigns), so a failed write changes nothing. The caller
+// holds c.mu.
+func (c *Coordinator) mutateAdmin(ctx context.Context, edit func(*adminState)) error {
+	next := c.admin.clone()
+	edit(&next)
 	if err := c.saveAdmin(ctx, next, c.genLimit); err != nil {
 		c.logger.Error("Persist admin change", "err", err)
 		return status.Errorf(codes.Unavailable, "persist admin change: %v", err)
@@ -357,9 +361,7 @@ func (s adminService) DrainWorker(ctx context.Context, req *shardscrapev1.DrainW
 	if err != nil {
 		return nil, err
 	}
-	next := c.admin.clone()
-	next.Drained[w.id] = true
-	if err := c.mutateAdmin(ctx, next); err != nil {
+	if err := c.mutateAdmin(ctx, func(a *adminState) { a.Drained[w.id] = true }); err != nil {
 		return nil, err
 	}
 	moving := w.holders()
@@ -380,9 +382,7 @@ func (s adminService) UndrainWorker(ctx context.Context, req *shardscrapev1.Undr
 	if err != nil {
 		return nil, err
 	}
-	next := c.admin.clone()
-	delete(next.Drained, w.id)
-	if err := c.mutateAdmin(ctx, next); err != nil {
+	if err := c.mutateAdmin(ctx, func(a *adminState) { delete(a.Drained, w.id) }); err != nil {
 		return nil, err
 	}
 	if !w.leaving && (w.state == shardscrapev1.WorkerState_WORKER_STATE_DRAINING || w.state == shardscrapev1.WorkerState_WORKER_STATE_DRAINED) {
@@ -405,9 +405,7 @@ func (s adminService) PinTarget(ctx context.Context, req *shardscrapev1.PinTarge
 	if err != nil {
 		return nil, err
 	}
-	next := c.admin.clone()
-	next.Pins[ja] = w.id
-	if err := c.mutateAdmin(ctx, next); err != nil {
+	if err := c.mutateAdmin(ctx, func(a *adminState) { a.Pins[ja] = w.id }); err != nil {
 		return nil, err
 	}
 	c.reconcile()
@@ -424,9 +422,7 @@ func (s adminService) UnpinTarget(ctx context.Context, req *shardscrapev1.UnpinT
 		return nil, err
 	}
 	if _, ok := c.admin.Pins[ja]; ok {
-		next := c.admin.clone()
-		delete(next.Pins, ja)
-		if err := c.mutateAdmin(ctx, next); err != nil {
+		if err := c.mutateAdmin(ctx, func(a *adminState) { delete(a.Pins, ja) }); err != nil {
 			return nil, err
 		}
 		c.reconcile()
@@ -446,9 +442,7 @@ func (s adminService) ExcludeTarget(ctx context.Context, req *shardscrapev1.Excl
 	if err != nil {
 		return nil, err
 	}
-	next := c.admin.clone()
-	next.Excludes[ja] = req.GetReason()
-	if err := c.mutateAdmin(ctx, next); err != nil {
+	if err := c.mutateAdmin(ctx, func(a *adminState) { a.Excludes[ja] = req.GetReason() }); err != nil {
 		return nil, err
 	}
 	c.reconcile()
@@ -465,9 +459,7 @@ func (s adminService) IncludeTarget(ctx context.Context, req *shardscrapev1.Incl
 		return nil, err
 	}
 	if _, ok := c.admin.Excludes[ja]; ok {
-		next := c.admin.clone()
-		delete(next.Excludes, ja)
-		if err := c.mutateAdmin(ctx, next); err != nil {
+		if err := c.mutateAdmin(ctx, func(a *adminState) { delete(a.Excludes, ja) }); err != nil {
 			return nil, err
 		}
 		c.reconcile()
@@ -483,9 +475,7 @@ func (s adminService) PauseRebalancing(ctx context.Context, req *shardscrapev1.P
 	c := s.c
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	next := c.admin.clone()
-	next.Paused, next.Reason = true, req.GetReason()
-	if err := c.mutateAdmin(ctx, next); err != nil {
+	if err := c.mutateAdmin(ctx, func(a *adminState) { a.Paused, a.Reason = true, req.GetReason() }); err != nil {
 		return nil, err
 	}
 	c.logger.Info("Rebalancing paused", "reason", req.GetReason())
@@ -496,9 +486,7 @@ func (s adminService) ResumeRebalancing(ctx context.Context, _ *shardscrapev1.Re
 	c := s.c
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	next := c.admin.clone()
-	next.Paused, next.Reason = false, ""
-	if err := c.mutateAdmin(ctx, next); err != nil {
+	if err := c.mutateAdmin(ctx, func(a *adminState) { a.Paused, a.Reason = false, "" }); err != nil {
 		return nil, err
 	}
 	before := c.moves
