@@ -2,7 +2,9 @@ package scraper
 
 import (
 	"encoding/json"
+	"maps"
 	"net/http"
+	"slices"
 	"sort"
 	"time"
 
@@ -59,12 +61,20 @@ type Target struct {
 	ScrapeTimeout      string              `json:"scrapeTimeout"`
 }
 
+// DroppedTarget is one element of droppedTargets: a target the job's
+// relabel_configs dropped (standalone mode; with a coordinator, dropping
+// happens there). Prometheus keeps them as keep_dropped_targets allows.
+type DroppedTarget struct {
+	DiscoveredLabels map[string]string `json:"discoveredLabels"`
+	ScrapePool       string            `json:"scrapePool"`
+}
+
 // TargetsResponse is the body of /api/v1/targets.
 type TargetsResponse struct {
 	Status string `json:"status"`
 	Data   struct {
-		ActiveTargets  []Target `json:"activeTargets"`
-		DroppedTargets []Target `json:"droppedTargets"`
+		ActiveTargets  []Target        `json:"activeTargets"`
+		DroppedTargets []DroppedTarget `json:"droppedTargets"`
 	} `json:"data"`
 }
 
@@ -77,7 +87,7 @@ func (w *Worker) serveTargets(rw http.ResponseWriter, r *http.Request) {
 	sort.Strings(jobs)
 	resp := TargetsResponse{Status: "success"}
 	resp.Data.ActiveTargets = []Target{}
-	resp.Data.DroppedTargets = []Target{}
+	resp.Data.DroppedTargets = []DroppedTarget{}
 	lb := labels.NewBuilder(labels.EmptyLabels())
 	pool := r.URL.Query().Get("scrapePool")
 	for _, job := range jobs {
@@ -102,6 +112,18 @@ func (w *Worker) serveTargets(rw http.ResponseWriter, r *http.Request) {
 				Health:             t.Health(),
 				ScrapeInterval:     t.GetValue("__scrape_interval__"),
 				ScrapeTimeout:      t.GetValue("__scrape_timeout__"),
+			})
+		}
+	}
+	dropped := w.scrapeM.TargetsDropped()
+	for _, job := range slices.Sorted(maps.Keys(dropped)) {
+		if pool != "" && pool != job {
+			continue
+		}
+		for _, t := range dropped[job] {
+			resp.Data.DroppedTargets = append(resp.Data.DroppedTargets, DroppedTarget{
+				DiscoveredLabels: t.DiscoveredLabels(lb).Map(),
+				ScrapePool:       job,
 			})
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -207,5 +208,43 @@ scrape_configs:
 	require.Equal(t, 0.0, metricSum(t, r.reg, "shardscrape_scraper_config_last_reload_successful"))
 	n := r.rec.sampleCount(b)
 	require.Eventually(t, func() bool { return r.rec.sampleCount(b) > n+4 }, 10*time.Second, 20*time.Millisecond)
+	r.stop(t)
+}
+
+// TestStandaloneTargetsAPI: /api/v1/targets lists the active targets and,
+// as Prometheus does, those the job's relabel_configs dropped.
+func TestStandaloneTargetsAPI(t *testing.T) {
+	a := target(t, nil)
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "prometheus.yml")
+	require.NoError(t, os.WriteFile(cfg, fmt.Appendf(nil, `
+global:
+  scrape_interval: 200ms
+  scrape_timeout: 150ms
+scrape_configs:
+- job_name: j
+  static_configs: [{targets: ['%s', '10.0.0.9:9100']}]
+  relabel_configs:
+  - source_labels: [__address__]
+    regex: 10\..*
+    action: drop
+`, a), 0o644))
+	r := start(t, standaloneOpts(filepath.Join(dir, "data"), cfg))
+	require.Eventually(t, scrapedOK(r, "j", a), 20*time.Second, 20*time.Millisecond)
+	srv := httptest.NewServer(r.w.Handler())
+	defer srv.Close()
+
+	resp, err := http.Get(srv.URL + "/api/v1/targets")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	var body TargetsResponse
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&body))
+	require.Len(t, body.Data.ActiveTargets, 1)
+	require.Equal(t, a, body.Data.ActiveTargets[0].Labels["instance"])
+	require.Len(t, body.Data.DroppedTargets, 1)
+	dropped := body.Data.DroppedTargets[0]
+	require.Equal(t, "j", dropped.ScrapePool)
+	require.Equal(t, "10.0.0.9:9100", dropped.DiscoveredLabels["__address__"])
+	require.Equal(t, "j", dropped.DiscoveredLabels["job"])
 	r.stop(t)
 }
