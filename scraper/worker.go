@@ -340,7 +340,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		stopPersist()
 		<-persistDone // the last assignment is on disk
 		if drained {
-			w.disableAllStaleness()
+			w.countMovedAway()
 			// Every target moved away: nothing to resume after a restart.
 			if err := os.Remove(w.statePath()); err != nil && !errors.Is(err, os.ErrNotExist) {
 				w.logger.Warn("remove assignment state", "err", err)
@@ -649,11 +649,13 @@ func (w *Worker) disableStaleness(ids map[uint64]string) {
 	}
 }
 
-// disableAllStaleness turns off end-of-run staleness markers for every
-// target (a drained Leave: their new owners scrape them).
-func (w *Worker) disableAllStaleness() {
-	for job, ts := range w.scrapeM.TargetsActive() {
-		w.scrapeM.DisableEndOfRunStalenessMarkers(job, ts)
+// countMovedAway counts every running target as stopped without
+// staleness markers after a drained Leave: they all moved to new owners.
+// Nothing needs disabling: scrape.Manager.Stop cancels the pools' context
+// before their loops end, and a loop whose parent context is done writes no
+// end-of-run markers (Prometheus v0.316 scrape.go, scrapeLoop.run).
+func (w *Worker) countMovedAway() {
+	for _, ts := range w.scrapeM.TargetsActive() {
 		w.metrics.noStalenessStopped.Add(float64(len(ts)))
 	}
 }
