@@ -170,6 +170,14 @@ func (p *Pipeline) ApplyConfig(cfg *config.Config) error {
 	if err != nil {
 		return fmt.Errorf("relabel pipeline: scrape configs: %w", err)
 	}
+	p.ApplyScrapeConfigs(scs)
+	return nil
+}
+
+// ApplyScrapeConfigs is ApplyConfig for scrape configs already resolved
+// (cfg.GetScrapeConfigs reads scrape_config_files again on every call, so a
+// caller holding them passes the same ones everywhere).
+func (p *Pipeline) ApplyScrapeConfigs(scs []*config.ScrapeConfig) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	jobs := make(map[string]*jobState, len(scs))
@@ -192,7 +200,6 @@ func (p *Pipeline) ApplyConfig(cfg *config.Config) error {
 		}
 	}
 	p.jobs = jobs
-	return nil
 }
 
 // ScrapeConfig returns the scrape config of job, or nil.

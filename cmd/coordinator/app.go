@@ -286,9 +286,7 @@ func (a *app) applyConfig(lc *loadedConfig) error {
 	if err := a.host.applyConfig(lc.core); err != nil {
 		return fmt.Errorf("apply configuration to the coordinator: %w", err)
 	}
-	if err := a.syncer.applyConfig(lc.prom); err != nil {
-		return fmt.Errorf("apply configuration to the relabel pipeline: %w", err)
-	}
+	a.syncer.applyConfig(lc.scrape)
 	if err := a.discovery.ApplyConfig(lc.sd); err != nil {
 		return fmt.Errorf("apply configuration to discovery: %w", err)
 	}

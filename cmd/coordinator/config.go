@@ -19,10 +19,11 @@ import (
 // loadedConfig is a validated configuration file in every form the
 // coordinator's components take it.
 type loadedConfig struct {
-	// prom is the file as Prometheus loads it (agent mode off).
-	prom *config.Config
 	// core is what the coordinator core sends workers.
 	core coordinator.Config
+	// scrape is every job's scrape config, resolved once (scrape_config_files
+	// included) so that the core, the pipeline and discovery see the same.
+	scrape []*config.ScrapeConfig
 	// sd is every job's service discovery configs, for discovery.Manager.
 	sd map[string]discovery.Configs
 }
@@ -60,7 +61,7 @@ func loadConfig(path string, cluster relabel.ClusterOptions, logger *slog.Logger
 		byName[sc.JobName] = sc
 	}
 	lc := &loadedConfig{
-		prom: parts.Config,
+		scrape: scs,
 		core: coordinator.Config{
 			Global:         global,
 			ScrapeInterval: time.Duration(parts.Config.GlobalConfig.ScrapeInterval),

@@ -17,8 +17,8 @@ const defaultPodSyncTimeout = time.Minute
 
 // targetPipeline is relabel.Pipeline as the syncer uses it.
 type targetPipeline interface {
-	// ApplyConfig takes the scrape configs of cfg.
-	ApplyConfig(cfg *config.Config) error
+	// ApplyScrapeConfigs takes every job's scrape config.
+	ApplyScrapeConfigs(scs []*config.ScrapeConfig)
 	// Targets returns the kept targets of job's discovered groups, and
 	// the relabeling failures.
 	Targets(job string, groups []*targetgroup.Group) ([]relabel.Target, []error)
@@ -59,22 +59,15 @@ func newSyncer(p targetPipeline, sink targetSink, logger *slog.Logger) *syncer {
 // applyConfig applies a configuration to the pipeline and re-runs every
 // job: relabel_configs may have changed, and removed jobs lose their
 // targets. Call it before the discovery manager gets the configuration.
-func (s *syncer) applyConfig(cfg *config.Config) error {
+func (s *syncer) applyConfig(scs []*config.ScrapeConfig) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.pipeline.ApplyConfig(cfg); err != nil {
-		return err
-	}
-	scs, err := cfg.GetScrapeConfigs()
-	if err != nil {
-		return err
-	}
+	s.pipeline.ApplyScrapeConfigs(scs)
 	s.jobs = make(map[string]struct{}, len(scs))
 	for _, sc := range scs {
 		s.jobs[sc.JobName] = struct{}{}
 	}
 	s.resyncLocked(nil, time.Time{})
-	return nil
 }
 
 // update takes a discovery update (every job's groups, as

@@ -18,7 +18,7 @@ import (
 // fakePipeline keeps every discovered target.
 type fakePipeline struct{}
 
-func (fakePipeline) ApplyConfig(*config.Config) error { return nil }
+func (fakePipeline) ApplyScrapeConfigs([]*config.ScrapeConfig) {}
 
 func (fakePipeline) Targets(job string, groups []*targetgroup.Group) ([]relabel.Target, []error) {
 	var out []relabel.Target
@@ -60,7 +60,7 @@ func (s *fakeSink) has(job string) bool {
 	return ok
 }
 
-func configWithJobs(t *testing.T, jobs ...string) *config.Config {
+func configWithJobs(t *testing.T, jobs ...string) []*config.ScrapeConfig {
 	t.Helper()
 	text := "scrape_configs:\n"
 	for _, j := range jobs {
@@ -68,7 +68,9 @@ func configWithJobs(t *testing.T, jobs ...string) *config.Config {
 	}
 	cfg, err := config.Load(text, slog.New(slog.DiscardHandler))
 	require.NoError(t, err)
-	return cfg
+	scs, err := cfg.GetScrapeConfigs()
+	require.NoError(t, err)
+	return scs
 }
 
 func groups(addrs ...string) []*targetgroup.Group {
@@ -82,7 +84,7 @@ func groups(addrs ...string) []*targetgroup.Group {
 func TestSyncerRemovedJobLosesItsTargets(t *testing.T) {
 	sink := &fakeSink{jobs: map[string][]relabel.Target{}}
 	s := newSyncer(fakePipeline{}, sink, slog.New(slog.DiscardHandler))
-	require.NoError(t, s.applyConfig(configWithJobs(t, "a", "b")))
+	s.applyConfig(configWithJobs(t, "a", "b"))
 	s.update(map[string][]*targetgroup.Group{"a": groups("x:1", "y:1"), "b": groups("z:1")})
 	require.Equal(t, 2, sink.count("a"))
 	require.Equal(t, 1, sink.count("b"))
@@ -91,7 +93,7 @@ func TestSyncerRemovedJobLosesItsTargets(t *testing.T) {
 	s.update(map[string][]*targetgroup.Group{"c": groups("w:1")})
 	require.False(t, sink.has("c"))
 
-	require.NoError(t, s.applyConfig(configWithJobs(t, "b")))
+	s.applyConfig(configWithJobs(t, "b"))
 	require.False(t, sink.has("a"))
 	require.Equal(t, 1, sink.count("b"))
 }
@@ -100,7 +102,7 @@ func TestSyncerProceedsWhenPodIndexDoesNotSync(t *testing.T) {
 	sink := &fakeSink{jobs: map[string][]relabel.Target{}}
 	s := newSyncer(fakePipeline{}, sink, slog.New(slog.DiscardHandler))
 	s.podSyncTimeout = 50 * time.Millisecond
-	require.NoError(t, s.applyConfig(configWithJobs(t, "a")))
+	s.applyConfig(configWithJobs(t, "a"))
 
 	syncCh := make(chan map[string][]*targetgroup.Group, 1)
 	syncCh <- map[string][]*targetgroup.Group{"a": groups("x:1")}
