@@ -94,7 +94,7 @@ func Binary(t testing.TB, name string) string {
 	if err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0 {
 		return path
 	}
-	msg := fmt.Sprintf("testenv: %s not found at %s: run `make receivers` (installs VictoriaMetrics, vmagent and Prometheus into ./bin)", name, path)
+	msg := fmt.Sprintf("testenv: %s not found at %s: run `make tools` (installs VictoriaMetrics, vmagent, Prometheus and kustomize into ./bin)", name, path)
 	if testing.Short() {
 		t.Skip(msg)
 		return ""
