@@ -183,13 +183,13 @@ func TestBinaryMissing(t *testing.T) {
 		require.NoError(t, flag.Set("test.short", "false"))
 		f := &fakeTB{TB: t}
 		Binary(f, name)
-		require.Contains(t, f.failed, "run `make receivers`", "without -short a missing binary fails the test")
+		require.Contains(t, f.failed, "run `make tools`", "without -short a missing binary fails the test")
 		require.Empty(t, f.skipped)
 
 		require.NoError(t, flag.Set("test.short", "true"))
 		f = &fakeTB{TB: t}
 		Binary(f, name)
-		require.Contains(t, f.skipped, "run `make receivers`", "under -short a missing binary skips the test")
+		require.Contains(t, f.skipped, "run `make tools`", "under -short a missing binary skips the test")
 		require.Empty(t, f.failed)
 	}
 }
