@@ -186,15 +186,14 @@ func (e *Exporter) Append(buf []byte, now time.Time) []byte {
 	// within one second.
 	elapsed := math.Floor(now.Sub(e.start).Seconds())
 	minutes := elapsed / 60
-	i := uint64(0)
 	for _, f := range e.layout.families {
 		buf = append(buf, f.header...)
 		for _, s := range f.series {
-			i++
 			if e.churn > 0 {
 				// The generation crosses an integer at a fraction churn of
-				// the series per minute, each at its own phase.
-				if g := uint64(minutes*e.churn + unit(mix(e.seed^0x5bd1e995^i*0xff51afd7ed558ccd))); g > 0 {
+				// the series per minute, each at its own phase; the series
+				// of one histogram churn together.
+				if g := uint64(minutes*e.churn + unit(mix(e.seed^0x5bd1e995^uint64(s.group)*0xff51afd7ed558ccd))); g > 0 {
 					buf = append(buf, s.prefix[:s.cut]...)
 					if s.labelled {
 						buf = append(buf, ',')
