@@ -131,6 +131,8 @@ type Fleet struct {
 	consul *consul.Catalog
 	kube   *kubeapi.Server
 
+	nodeSeries  int                // per target, as laid out
+	podSeries   int
 	nodeTargets map[uint32]*target // by IPv4 address
 	podTargets  map[uint32]*target
 
@@ -196,6 +198,7 @@ func New(opts Options) (*Fleet, error) {
 	}
 	nodeLayout := synth.NewLayout(synth.KindNode, opts.NodeSeries)
 	podLayout := synth.NewLayout(synth.KindApp, opts.PodSeries)
+	f.nodeSeries, f.podSeries = nodeLayout.Series(), podLayout.Series()
 	nodeScrapes := f.metrics.scrapes.WithLabelValues("node")
 	podScrapes := f.metrics.scrapes.WithLabelValues("pod")
 	for n := range opts.Nodes {
@@ -294,7 +297,7 @@ func (f *Fleet) Start() error {
 	}()
 	f.ready = true
 	f.logger.Info("Fleet started", "nodes", len(f.nodes), "pods", len(f.pods),
-		"node_series", f.nodeTargets[nodeBase+1].exporter.Series(), "pod_series", f.opts.PodSeries, "churn_rate", f.opts.ChurnRate)
+		"node_series", f.nodeSeries, "pod_series", f.podSeries, "churn_rate", f.opts.ChurnRate)
 	return nil
 }
 
