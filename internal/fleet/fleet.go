@@ -131,7 +131,7 @@ type Fleet struct {
 	consul *consul.Catalog
 	kube   *kubeapi.Server
 
-	nodeSeries  int                // per target, as laid out
+	nodeSeries  int // per target, as laid out
 	podSeries   int
 	nodeTargets map[uint32]*target // by IPv4 address
 	podTargets  map[uint32]*target

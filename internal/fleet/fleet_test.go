@@ -262,7 +262,7 @@ func TestPrometheusKubernetesSDFindsPods(t *testing.T) {
 	}
 	for _, n := range f.Nodes() {
 		require.Eventually(t, func() bool { return nodes.Get("node/"+n.Name) != nil }, 15*time.Second, 20*time.Millisecond, n.Name)
-		require.Equal(t, model.LabelValue(n.IP), nodes.Get("node/"+n.Name).Targets[0]["__meta_kubernetes_node_address_InternalIP"])
+		require.Equal(t, model.LabelValue(n.IP), nodes.Get("node/" + n.Name).Targets[0]["__meta_kubernetes_node_address_InternalIP"])
 	}
 	for k := range 3 {
 		src := fmt.Sprintf("endpoints/%s/app-%d", fleet.Namespace, k)
@@ -278,7 +278,10 @@ func TestReplacePodKeepsIPAndNode(t *testing.T) {
 	g := sdtest.Run(t, &conf)
 
 	old := f.Pods()[1]
-	require.Eventually(t, func() bool { tg := g.Get("pod/" + old.Namespace + "/" + old.Name); return tg != nil && len(tg.Targets) == 1 }, 15*time.Second, 20*time.Millisecond)
+	require.Eventually(t, func() bool {
+		tg := g.Get("pod/" + old.Namespace + "/" + old.Name)
+		return tg != nil && len(tg.Targets) == 1
+	}, 15*time.Second, 20*time.Millisecond)
 	oldObj, err := f.Kube().Get(&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: old.Namespace, Name: old.Name}})
 	require.NoError(t, err)
 
