@@ -1,0 +1,231 @@
+#!/usr/bin/env bash
+# The whole pipeline on this machine: VictoriaMetrics, fleetsim (a simulated
+# Consul + Kubernetes fleet), one coordinator and three scrapers, every one
+# on loopback. `make run` builds ./bin and runs this; Ctrl-C stops it all.
+#
+# Data lives under data/run (git-ignored): VictoriaMetrics keeps its data
+# across runs (data/run/vm); the coordinator's and the scrapers' state
+# (data/run/coordinator, data/run/scraper-N) is wiped at every start, so
+# each run begins with a fresh assignment. Logs: data/run/logs/*.log.
+#
+# Stopping (Ctrl-C, SIGTERM, or any child exiting) stops exactly the
+# processes started here: the scrapers first, which try to hand their
+# targets over for at most 5s (--shutdown.handoff-timeout; with every worker
+# leaving there is no one to take them) and then flush their remote write
+# into VictoriaMetrics, which stops last. Each gets STOP_TIMEOUT (30)
+# seconds after SIGTERM before SIGKILL.
+#
+# Environment: NODES (100), PODS_PER_NODE (3) size the fleet;
+# READY_TIMEOUT (60) is how many seconds each process gets to be ready.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+ROOT=$PWD
+BIN=$ROOT/bin
+DATA=$ROOT/data/run
+LOGS=$DATA/logs
+CONFIG=$ROOT/examples/local/prometheus.yml
+NODES=${NODES:-100}
+PODS_PER_NODE=${PODS_PER_NODE:-3}
+READY_TIMEOUT=${READY_TIMEOUT:-60}
+STOP_TIMEOUT=${STOP_TIMEOUT:-30}
+
+die() {
+	echo "run.sh: $*" >&2
+	exit 1
+}
+
+for b in victoria-metrics fleetsim coordinator scraper shardctl; do
+	[[ -x $BIN/$b ]] || die "$BIN/$b is missing: run 'make run' (it builds ./bin and installs VictoriaMetrics)"
+done
+command -v curl >/dev/null || die "curl is needed to wait for readiness: apt-get install curl"
+
+# Every port the run binds; the fleet's target ports (9100, 8080) are bound
+# on the wildcard address of the loopback device.
+declare -A PORTS=(
+	[8428]="VictoriaMetrics -httpListenAddr"
+	[8500]="fleetsim --web.listen-address (Consul and Kubernetes APIs)"
+	[9100]="fleetsim --node.port (node_exporter targets)"
+	[8080]="fleetsim --pod.port (application targets)"
+	[9093]="coordinator --web.listen-address"
+	[9094]="coordinator --grpc.listen-address"
+	[9095]="scraper-0 --web.listen-address"
+	[9096]="scraper-1 --web.listen-address"
+	[9097]="scraper-2 --web.listen-address"
+)
+taken=0
+for port in "${!PORTS[@]}"; do
+	if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+		echo "run.sh: port $port is taken (needed by ${PORTS[$port]}); stop what listens there (ss -ltnp 'sport = :$port')" >&2
+		taken=1
+	fi
+done
+((taken == 0)) || exit 1
+
+rm -rf "$DATA/coordinator" "$DATA"/scraper-*
+mkdir -p "$LOGS" "$DATA/vm"
+
+# name → pid, in start order.
+NAMES=()
+declare -A PIDS=() LOGFILE=()
+
+start() {
+	local name=$1
+	shift
+	local log=$LOGS/$name.log
+	# Job control only while forking: the child gets a process group of its
+	# own, so a Ctrl-C at the terminal reaches this script (and make), not
+	# the children, and the script stops them in order (scrapers first, so
+	# they drain). Foreground commands stay in the script's group.
+	set -m
+	"$@" </dev/null >"$log" 2>&1 &
+	PIDS[$name]=$!
+	set +m
+	LOGFILE[$name]=$log
+	NAMES+=("$name")
+}
+
+# stop_pids NAME...: TERM, wait up to STOP_TIMEOUT seconds, then KILL.
+stop_pids() {
+	local name pid deadline alive
+	for name in "$@"; do
+		pid=${PIDS[$name]:-}
+		[[ -n $pid ]] && kill -TERM "$pid" 2>/dev/null || true
+	done
+	deadline=$((SECONDS + STOP_TIMEOUT))
+	while :; do
+		alive=()
+		for name in "$@"; do
+			pid=${PIDS[$name]:-}
+			[[ -n $pid ]] && kill -0 "$pid" 2>/dev/null && alive+=("$name")
+		done
+		((${#alive[@]} == 0)) && break
+		if ((SECONDS >= deadline)); then
+			for name in "${alive[@]}"; do
+				echo "run.sh: $name (pid ${PIDS[$name]}) did not stop in ${STOP_TIMEOUT}s: killing it" >&2
+				kill -KILL "${PIDS[$name]}" 2>/dev/null || true
+			done
+			break
+		fi
+		sleep 0.2
+	done
+	for name in "$@"; do
+		pid=${PIDS[$name]:-}
+		[[ -n $pid ]] && wait "$pid" 2>/dev/null || true
+		unset "PIDS[$name]"
+	done
+}
+
+STOPPING=0
+cleanup() {
+	local rc=$?
+	((STOPPING)) && return
+	STOPPING=1
+	trap '' INT TERM
+	if ((${#PIDS[@]} > 0)); then
+		echo "Stopping: scrapers first (they drain), then the coordinator, fleetsim and VictoriaMetrics."
+		local scrapers=()
+		for name in "${NAMES[@]}"; do
+			[[ $name == scraper-* ]] && scrapers+=("$name")
+		done
+		((${#scrapers[@]} > 0)) && stop_pids "${scrapers[@]}"
+		for name in coordinator fleetsim victoria-metrics; do
+			stop_pids "$name"
+		done
+		echo "Stopped. Logs are in $LOGS."
+	fi
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# wait_ready NAME URL: poll URL until 200, for READY_TIMEOUT seconds, as long
+# as NAME runs.
+wait_ready() {
+	local name=$1 url=$2 deadline=$((SECONDS + READY_TIMEOUT))
+	while ! curl -fsS -o /dev/null --max-time 2 "$url" 2>/dev/null; do
+		if ! kill -0 "${PIDS[$name]}" 2>/dev/null; then
+			echo "run.sh: $name exited before it was ready; the end of ${LOGFILE[$name]}:" >&2
+			tail -n 20 "${LOGFILE[$name]}" >&2 || true
+			exit 1
+		fi
+		if ((SECONDS >= deadline)); then
+			echo "run.sh: $name was not ready at $url within ${READY_TIMEOUT}s; see ${LOGFILE[$name]}" >&2
+			exit 1
+		fi
+		sleep 0.2
+	done
+	echo "  $name is ready (log: ${LOGFILE[$name]#"$ROOT"/})"
+}
+
+echo "Starting the local pipeline (data: ${DATA#"$ROOT"/}, logs: ${LOGS#"$ROOT"/})"
+
+start victoria-metrics "$BIN/victoria-metrics" \
+	-httpListenAddr=127.0.0.1:8428 \
+	-storageDataPath="$DATA/vm" \
+	-search.latencyOffset=5s \
+	-loggerLevel=WARN
+wait_ready victoria-metrics http://127.0.0.1:8428/health
+
+start fleetsim "$BIN/fleetsim" \
+	--web.listen-address=127.0.0.1:8500 \
+	--nodes="$NODES" --pods-per-node="$PODS_PER_NODE"
+wait_ready fleetsim http://127.0.0.1:8500/-/ready
+
+start coordinator "$BIN/coordinator" \
+	--config.file="$CONFIG" \
+	--cluster.name=local \
+	--web.listen-address=127.0.0.1:9093 \
+	--grpc.listen-address=127.0.0.1:9094 \
+	--storage.path="$DATA/coordinator"
+wait_ready coordinator http://127.0.0.1:9093/-/ready
+
+for i in 0 1 2; do
+	port=$((9095 + i))
+	start "scraper-$i" "$BIN/scraper" \
+		--coordinator.address=127.0.0.1:9094 \
+		--worker.id="scraper-$i" \
+		--web.listen-address="127.0.0.1:$port" \
+		--web.external-address="127.0.0.1:$port" \
+		--storage.path="$DATA/scraper-$i" \
+		--shutdown.handoff-timeout=5s
+done
+for i in 0 1 2; do
+	wait_ready "scraper-$i" "http://127.0.0.1:$((9095 + i))/-/ready"
+done
+
+targets=$((NODES + NODES * PODS_PER_NODE))
+query='count by (cluster_name) (up)'
+encoded='count%20by%20%28cluster_name%29%20%28up%29'
+cat <<EOF
+
+The pipeline is up: $NODES node_exporters and $((NODES * PODS_PER_NODE)) application pods ($targets targets)
+scraped every 15s by three scrapers into VictoriaMetrics, labelled cluster_name="local".
+
+  $query (expect $targets within a minute):
+    http://127.0.0.1:8428/vmui/?#/?g0.expr=$encoded
+    http://127.0.0.1:8428/api/v1/query?query=$encoded
+  the fleet's targets and their owners:
+    http://127.0.0.1:9093/api/v1/targets
+  the workers:
+    ./bin/shardctl workers
+
+Consul and Kubernetes APIs (fleetsim): http://127.0.0.1:8500. Logs: ${LOGS#"$ROOT"/}/*.log.
+Press Ctrl-C to stop.
+EOF
+
+# Run until a signal (the traps) or until any child exits.
+while :; do
+	wait -n || true
+	for name in "${NAMES[@]}"; do
+		pid=${PIDS[$name]:-}
+		if [[ -n $pid ]] && ! kill -0 "$pid" 2>/dev/null; then
+			wait "$pid" && rc=0 || rc=$?
+			unset "PIDS[$name]"
+			echo "run.sh: $name (pid $pid) exited with status $rc; the end of ${LOGFILE[$name]}:" >&2
+			tail -n 20 "${LOGFILE[$name]}" >&2 || true
+			exit 1
+		fi
+	done
+done
