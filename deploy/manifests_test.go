@@ -1,0 +1,1123 @@
+package deploy_test
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/config"
+	"github.com/prometheus/prometheus/discovery/kubernetes"
+	"github.com/prometheus/prometheus/model/relabel"
+	"github.com/stretchr/testify/require"
+	"github.com/thanos-io/objstore/client"
+	"github.com/thanos-io/objstore/providers/filesystem"
+	"go.yaml.in/yaml/v3"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/serializer/json"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	k8syaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/kubernetes/scheme"
+
+	"github.com/shardscrape/shardscrape/internal/testenv"
+	"github.com/shardscrape/shardscrape/remotewrite"
+)
+
+// kustomizations are the directories `kustomize build` renders; every
+// kustomization.yaml under deploy/ must be one of them.
+var kustomizations = []string{
+	"base",
+	"overlays/victoriametrics",
+	"overlays/thanos-receive",
+	"overlays/multi-cluster",
+	"exporters",
+}
+
+// notManifests are the directories of deploy/ that hold no Kubernetes
+// manifests (Grafana dashboards, Prometheus rule files: monitoring_test.go).
+var notManifests = []string{"dashboards", "rules"}
+
+// userSecrets are Secrets the manifests mount that the operator creates by
+// hand (deploy/README.md), with the keys they must hold.
+var userSecrets = map[string][]string{"shardscrape-auth": {"auth-token", "admin-token"}}
+
+const saTokenFile = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+
+func deployDir(t *testing.T) string {
+	t.Helper()
+	root, err := testenv.ModuleRoot()
+	require.NoError(t, err)
+	return filepath.Join(root, "deploy")
+}
+
+// strictDecoder decodes YAML into the typed objects of client-go's scheme,
+// failing on unknown and duplicate fields.
+var strictDecoder = json.NewSerializerWithOptions(json.DefaultMetaFactory, scheme.Scheme, scheme.Scheme,
+	json.SerializerOptions{Yaml: true, Strict: true})
+
+// decodeStrict decodes every document of a YAML stream.
+func decodeStrict(data []byte) ([]runtime.Object, error) {
+	r := k8syaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
+	var out []runtime.Object
+	for i := 0; ; i++ {
+		doc, err := r.Read()
+		if errors.Is(err, io.EOF) {
+			return out, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("document %d: %w", i, err)
+		}
+		var probe any
+		if err := yaml.Unmarshal(doc, &probe); err != nil {
+			return nil, fmt.Errorf("document %d: %w", i, err)
+		}
+		if probe == nil { // empty or comments only
+			continue
+		}
+		obj, gvk, err := strictDecoder.Decode(doc, nil, nil)
+		if err != nil {
+			return nil, fmt.Errorf("document %d (%v): %w", i, gvk, err)
+		}
+		out = append(out, obj)
+	}
+}
+
+// render runs `kustomize build dir` and decodes its output strictly.
+func render(t *testing.T, dir string) []runtime.Object {
+	t.Helper()
+	cmd := exec.Command(testenv.Binary(t, "kustomize"), "build", dir)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	require.NoError(t, err, "kustomize build %s: %s", dir, stderr.String())
+	objs, err := decodeStrict(out)
+	require.NoError(t, err, "kustomize build %s", dir)
+	require.NotEmpty(t, objs)
+	return objs
+}
+
+// jsonPatchOp is one operation of a JSON 6902 patch file.
+type jsonPatchOp struct {
+	Op    string `yaml:"op"`
+	Path  string `yaml:"path"`
+	From  string `yaml:"from"`
+	Value any    `yaml:"value"`
+}
+
+func yamlStrict(data []byte, v any) error {
+	d := yaml.NewDecoder(bytes.NewReader(data))
+	d.KnownFields(true)
+	return d.Decode(v)
+}
+
+// checkFile validates one YAML file of deploy/ by what it is.
+func checkFile(t *testing.T, file string, data []byte) {
+	t.Helper()
+	switch base := filepath.Base(file); {
+	case base == "kustomization.yaml":
+		// Rendered (and so validated, unknown fields included) by
+		// TestKustomizeBuilds; here only: it is one of those rendered.
+		rel, err := filepath.Rel(deployDir(t), filepath.Dir(file))
+		require.NoError(t, err)
+		require.Contains(t, kustomizations, filepath.ToSlash(rel), "a kustomization the tests do not build")
+	case base == "prometheus.yml":
+		_, err := config.Load(string(data), nil)
+		require.NoError(t, err)
+	case base == "objstore.yml":
+		var bc client.BucketConfig
+		require.NoError(t, yamlStrict(data, &bc))
+		if bc.Type == "FILESYSTEM" {
+			raw, err := yaml.Marshal(bc.Config)
+			require.NoError(t, err)
+			var fc filesystem.Config
+			require.NoError(t, yamlStrict(raw, &fc))
+			require.NotEmpty(t, fc.Directory)
+		}
+	default:
+		var top any
+		require.NoError(t, yaml.Unmarshal(data, &top))
+		if _, ok := top.([]any); ok {
+			var ops []jsonPatchOp
+			require.NoError(t, yamlStrict(data, &ops), "JSON 6902 patch")
+			for _, op := range ops {
+				require.Contains(t, []string{"add", "remove", "replace", "move", "copy", "test"}, op.Op)
+				require.True(t, strings.HasPrefix(op.Path, "/"), "patch path %q", op.Path)
+			}
+			return
+		}
+		objs, err := decodeStrict(data)
+		require.NoError(t, err)
+		require.NotEmpty(t, objs)
+	}
+}
+
+func TestManifestFilesDecodeStrictly(t *testing.T) {
+	dir := deployDir(t)
+	var n int
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && p != dir && slices.Contains(notManifests, d.Name()) && filepath.Dir(p) == dir {
+			return filepath.SkipDir
+		}
+		if d.IsDir() || (!strings.HasSuffix(p, ".yaml") && !strings.HasSuffix(p, ".yml")) {
+			return nil
+		}
+		rel, _ := filepath.Rel(dir, p)
+		n++
+		t.Run(filepath.ToSlash(rel), func(t *testing.T) {
+			data, err := os.ReadFile(p)
+			require.NoError(t, err)
+			checkFile(t, p, data)
+		})
+		return nil
+	})
+	require.NoError(t, err)
+	require.Greater(t, n, 15, "YAML files under deploy/")
+}
+
+func TestStrictDecodingRejectsUnknownFields(t *testing.T) {
+	for name, doc := range map[string]string{
+		"top level": `
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: x}
+spec:
+  replicass: 2
+  selector: {matchLabels: {a: b}}
+  template: {metadata: {labels: {a: b}}, spec: {containers: [{name: c, image: i}]}}
+`,
+		"in a container": `
+apiVersion: v1
+kind: Pod
+metadata: {name: x}
+spec:
+  containers:
+    - name: c
+      image: i
+      readinessProbe: {httpGet: {path: /-/ready, prot: http}}
+`,
+		"duplicate field": `
+apiVersion: v1
+kind: Service
+metadata: {name: x, name: y}
+`,
+		"unknown kind": `
+apiVersion: apps/v1
+kind: Deploymnet
+metadata: {name: x}
+`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := decodeStrict([]byte(doc))
+			require.Error(t, err)
+		})
+	}
+	// The same document without the typo decodes.
+	objs, err := decodeStrict([]byte(`
+apiVersion: v1
+kind: Pod
+metadata: {name: x}
+spec:
+  containers:
+    - name: c
+      image: i
+      readinessProbe: {httpGet: {path: /-/ready, port: http}}
+`))
+	require.NoError(t, err)
+	require.Len(t, objs, 1)
+}
+
+// build is one rendered kustomization.
+type build struct {
+	name string
+	objs []runtime.Object
+}
+
+func TestKustomizeBuilds(t *testing.T) {
+	flags := binaryFlags(t)
+	for _, k := range kustomizations {
+		t.Run(k, func(t *testing.T) {
+			b := build{name: k, objs: render(t, filepath.Join(deployDir(t), k))}
+			for _, c := range []struct {
+				name  string
+				check func(build) []error
+			}{
+				{"selectors", checkSelectors},
+				{"ports", checkPorts},
+				{"references", checkReferences},
+				{"flags", func(b build) []error { return checkFlags(b, flags) }},
+				{"rbac", checkRBAC},
+				{"grace", func(b build) []error { return checkGrace(b, flags) }},
+				{"remote-write", checkRemoteWrite},
+			} {
+				t.Run(c.name, func(t *testing.T) {
+					require.Empty(t, c.check(b))
+				})
+			}
+			t.Run("config-check", func(t *testing.T) {
+				require.Empty(t, checkCoordinatorConfig(b, t.TempDir()))
+			})
+		})
+	}
+}
+
+// TestOverlays pins what each overlay changes.
+func TestOverlays(t *testing.T) {
+	dir := deployDir(t)
+	urls := map[string]string{}
+	for _, k := range kustomizations[:4] {
+		b := build{name: k, objs: render(t, filepath.Join(dir, k))}
+		sts := only[*appsv1.StatefulSet](t, b)
+		args := flagValues(sts.Spec.Template.Spec.Containers[0])
+		urls[k] = strings.Join(args["remote-write.url"], ",")
+		dep := only[*appsv1.Deployment](t, b)
+		require.Equal(t, map[string]string{
+			"base":                     "cluster-1",
+			"overlays/victoriametrics": "cluster-1",
+			"overlays/thanos-receive":  "cluster-1",
+			"overlays/multi-cluster":   "cluster-2",
+		}[k], expandEnv(dep.Spec.Template.Spec.Containers[0], "$(CLUSTER_NAME)"), k)
+		if k == "overlays/thanos-receive" {
+			require.Equal(t, []string{"thanos-receive"}, args["remote-write.receiver"])
+			require.NotEmpty(t, args["remote-write.tenant"])
+		}
+	}
+	require.Equal(t, map[string]string{
+		"base":                     "", // the config's placeholder
+		"overlays/victoriametrics": "http://vminsert.victoria-metrics.svc:8480/insert/0/prometheus/api/v1/write",
+		"overlays/thanos-receive":  "http://thanos-receive.thanos.svc:19291/api/v1/receive",
+		"overlays/multi-cluster":   "https://vminsert.metrics.example.com/insert/0/prometheus/api/v1/write",
+	}, urls)
+}
+
+// only returns the single object of type T in b.
+func only[T runtime.Object](t *testing.T, b build) T {
+	t.Helper()
+	var found []T
+	for _, o := range b.objs {
+		if v, ok := o.(T); ok {
+			found = append(found, v)
+		}
+	}
+	require.Len(t, found, 1, "%s: objects of type %T", b.name, *new(T))
+	return found[0]
+}
+
+// podTemplate is a workload's pod template with the workload's identity.
+type podTemplate struct {
+	kind, namespace, name string
+	selector              *metav1.LabelSelector
+	tmpl                  *corev1.PodTemplateSpec
+}
+
+func (p podTemplate) String() string { return p.kind + " " + p.namespace + "/" + p.name }
+
+func podTemplates(b build) []podTemplate {
+	var out []podTemplate
+	for _, o := range b.objs {
+		switch w := o.(type) {
+		case *appsv1.Deployment:
+			out = append(out, podTemplate{"Deployment", w.Namespace, w.Name, w.Spec.Selector, &w.Spec.Template})
+		case *appsv1.StatefulSet:
+			out = append(out, podTemplate{"StatefulSet", w.Namespace, w.Name, w.Spec.Selector, &w.Spec.Template})
+		case *appsv1.DaemonSet:
+			out = append(out, podTemplate{"DaemonSet", w.Namespace, w.Name, w.Spec.Selector, &w.Spec.Template})
+		}
+	}
+	return out
+}
+
+// selecting returns the pod templates of namespace ns a selector selects.
+func selecting(b build, ns string, sel labels.Selector) []podTemplate {
+	var out []podTemplate
+	for _, p := range podTemplates(b) {
+		if p.namespace == ns && sel.Matches(labels.Set(p.tmpl.Labels)) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// checkSelectors: every workload selects its own pod template, every
+// Service selector and PDB selector selects some pod template, and a
+// StatefulSet's serviceName is a headless Service selecting it.
+func checkSelectors(b build) []error {
+	var errs []error
+	for _, p := range podTemplates(b) {
+		sel, err := metav1.LabelSelectorAsSelector(p.selector)
+		switch {
+		case err != nil:
+			errs = append(errs, fmt.Errorf("%s: selector: %w", p, err))
+		case sel.Empty():
+			errs = append(errs, fmt.Errorf("%s: empty selector", p))
+		case !sel.Matches(labels.Set(p.tmpl.Labels)):
+			errs = append(errs, fmt.Errorf("%s: selector %s does not match its pod labels %v", p, sel, p.tmpl.Labels))
+		}
+	}
+	for _, o := range b.objs {
+		switch v := o.(type) {
+		case *corev1.Service:
+			if len(v.Spec.Selector) == 0 {
+				errs = append(errs, fmt.Errorf("service %s: no selector", v.Name))
+			} else if len(selecting(b, v.Namespace, labels.SelectorFromSet(v.Spec.Selector))) == 0 {
+				errs = append(errs, fmt.Errorf("service %s: selector %v selects no pod template", v.Name, v.Spec.Selector))
+			}
+		case *policyv1.PodDisruptionBudget:
+			sel, err := metav1.LabelSelectorAsSelector(v.Spec.Selector)
+			if err != nil || sel.Empty() {
+				errs = append(errs, fmt.Errorf("pdb %s: bad or empty selector: %v", v.Name, err))
+			} else if len(selecting(b, v.Namespace, sel)) == 0 {
+				errs = append(errs, fmt.Errorf("pdb %s: selector %s selects no pod template", v.Name, sel))
+			}
+		case *appsv1.StatefulSet:
+			svc := find[*corev1.Service](b, v.Namespace, v.Spec.ServiceName)
+			switch {
+			case svc == nil:
+				errs = append(errs, fmt.Errorf("statefulset %s: serviceName %q is no Service", v.Name, v.Spec.ServiceName))
+			case svc.Spec.ClusterIP != corev1.ClusterIPNone:
+				errs = append(errs, fmt.Errorf("statefulset %s: service %s is not headless", v.Name, svc.Name))
+			case !labels.SelectorFromSet(svc.Spec.Selector).Matches(labels.Set(v.Spec.Template.Labels)):
+				errs = append(errs, fmt.Errorf("statefulset %s: service %s does not select its pods", v.Name, svc.Name))
+			}
+		}
+	}
+	return errs
+}
+
+// find returns the object of type T named ns/name, or the zero T.
+func find[T interface {
+	runtime.Object
+	GetName() string
+	GetNamespace() string
+}](b build, ns, name string) T {
+	for _, o := range b.objs {
+		if v, ok := o.(T); ok && v.GetName() == name && v.GetNamespace() == ns {
+			return v
+		}
+	}
+	var zero T
+	return zero
+}
+
+// portMatches reports whether port names (or numbers) a port of c.
+func portMatches(c corev1.Container, port intstr.IntOrString) bool {
+	for _, p := range c.Ports {
+		if (port.Type == intstr.String && p.Name == port.StrVal) || (port.Type == intstr.Int && p.ContainerPort == port.IntVal) {
+			return true
+		}
+	}
+	return false
+}
+
+// checkPorts: probes name ports of their container; Service targetPorts
+// name a port of every pod template the Service selects.
+func checkPorts(b build) []error {
+	var errs []error
+	for _, p := range podTemplates(b) {
+		for _, c := range p.tmpl.Spec.Containers {
+			seen := map[string]bool{}
+			for _, port := range c.Ports {
+				if port.Name != "" && seen[port.Name] {
+					errs = append(errs, fmt.Errorf("%s container %s: port name %q twice", p, c.Name, port.Name))
+				}
+				seen[port.Name] = true
+			}
+			for what, probe := range map[string]*corev1.Probe{"readiness": c.ReadinessProbe, "liveness": c.LivenessProbe, "startup": c.StartupProbe} {
+				if probe == nil {
+					if what != "startup" {
+						errs = append(errs, fmt.Errorf("%s container %s: no %s probe", p, c.Name, what))
+					}
+					continue
+				}
+				var port intstr.IntOrString
+				switch {
+				case probe.HTTPGet != nil:
+					port = probe.HTTPGet.Port
+				case probe.TCPSocket != nil:
+					port = probe.TCPSocket.Port
+				default:
+					errs = append(errs, fmt.Errorf("%s container %s: %s probe is neither HTTP nor TCP", p, c.Name, what))
+					continue
+				}
+				if !portMatches(c, port) {
+					errs = append(errs, fmt.Errorf("%s container %s: %s probe port %s is none of its ports", p, c.Name, what, port.String()))
+				}
+			}
+		}
+	}
+	for _, svc := range all[*corev1.Service](b) {
+		for _, p := range selecting(b, svc.Namespace, labels.SelectorFromSet(svc.Spec.Selector)) {
+			for _, sp := range svc.Spec.Ports {
+				if !slices.ContainsFunc(p.tmpl.Spec.Containers, func(c corev1.Container) bool { return portMatches(c, sp.TargetPort) }) {
+					errs = append(errs, fmt.Errorf("service %s port %s: targetPort %s is no port of %s", svc.Name, sp.Name, sp.TargetPort.String(), p))
+				}
+			}
+		}
+	}
+	return errs
+}
+
+func all[T runtime.Object](b build) []T {
+	var out []T
+	for _, o := range b.objs {
+		if v, ok := o.(T); ok {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// checkReferences: the ServiceAccounts, ConfigMaps and Secrets a pod
+// template uses exist in the build (or are the operator's own Secret, with
+// the keys mounted), and every $(VAR) in command and args is a variable of
+// the container.
+func checkReferences(b build) []error {
+	var errs []error
+	for _, p := range podTemplates(b) {
+		spec := p.tmpl.Spec
+		if sa := spec.ServiceAccountName; sa != "" && find[*corev1.ServiceAccount](b, p.namespace, sa) == nil {
+			errs = append(errs, fmt.Errorf("%s: service account %q not in the build", p, sa))
+		}
+		for _, v := range spec.Volumes {
+			switch {
+			case v.ConfigMap != nil:
+				if find[*corev1.ConfigMap](b, p.namespace, v.ConfigMap.Name) == nil {
+					errs = append(errs, fmt.Errorf("%s: volume %s: config map %q not in the build", p, v.Name, v.ConfigMap.Name))
+				}
+			case v.Secret != nil:
+				keys, user := userSecrets[v.Secret.SecretName]
+				if !user && find[*corev1.Secret](b, p.namespace, v.Secret.SecretName) == nil {
+					errs = append(errs, fmt.Errorf("%s: volume %s: secret %q neither in the build nor created by hand", p, v.Name, v.Secret.SecretName))
+				}
+				for _, it := range v.Secret.Items {
+					if user && !slices.Contains(keys, it.Key) {
+						errs = append(errs, fmt.Errorf("%s: volume %s: key %q is not one deploy/README.md creates", p, v.Name, it.Key))
+					}
+				}
+			}
+		}
+		for _, c := range spec.Containers {
+			defined := map[string]bool{}
+			for _, e := range c.Env {
+				defined[e.Name] = true
+			}
+			for _, a := range slices.Concat(c.Command, c.Args) {
+				for _, m := range envRef.FindAllStringSubmatch(a, -1) {
+					if !defined[m[1]] {
+						errs = append(errs, fmt.Errorf("%s container %s: %q uses $(%s), which the container does not define", p, c.Name, a, m[1]))
+					}
+				}
+			}
+		}
+	}
+	return errs
+}
+
+var envRef = regexp.MustCompile(`\$\(([A-Za-z_][A-Za-z0-9_]*)\)`)
+
+// expandEnv replaces $(VAR) as the kubelet does: literal values, and for
+// field references a stand-in (pod-0, the namespace).
+func expandEnv(c corev1.Container, s string) string {
+	return envRef.ReplaceAllStringFunc(s, func(ref string) string {
+		name := envRef.FindStringSubmatch(ref)[1]
+		for _, e := range c.Env {
+			if e.Name != name {
+				continue
+			}
+			if e.ValueFrom != nil && e.ValueFrom.FieldRef != nil {
+				switch e.ValueFrom.FieldRef.FieldPath {
+				case "metadata.name":
+					return "pod-0"
+				case "metadata.namespace":
+					return "shardscrape"
+				}
+			}
+			return e.Value
+		}
+		return ref
+	})
+}
+
+// flagSpec is a flag of a binary's --help.
+type flagSpec struct {
+	boolean bool   // --[no-]name
+	def     string // default value, as --help prints it
+}
+
+var helpFlag = regexp.MustCompile(`^\s+(?:-\w, )?--(\[no-\])?([a-z0-9][a-z0-9._-]*)(?:=(\S*))?`)
+
+// parseHelp reads the flags out of a kingpin --help page.
+func parseHelp(help string) map[string]flagSpec {
+	flags := map[string]flagSpec{}
+	for line := range strings.Lines(help) {
+		m := helpFlag.FindStringSubmatch(line)
+		if m == nil {
+			continue
+		}
+		flags[m[2]] = flagSpec{boolean: m[1] != "", def: strings.Trim(m[3], `"`)}
+	}
+	return flags
+}
+
+// binaryFlags runs each shardscrape binary with --help.
+func binaryFlags(t *testing.T) map[string]map[string]flagSpec {
+	t.Helper()
+	out := map[string]map[string]flagSpec{}
+	for _, c := range commands {
+		help, err := exec.Command(command(c), "--help").CombinedOutput()
+		require.NoError(t, err, "%s --help: %s", c, help)
+		out[c] = parseHelp(string(help))
+		require.Contains(t, out[c], "help", "%s --help parsed", c)
+		require.Greater(t, len(out[c]), 5, "%s --help parsed", c)
+	}
+	return out
+}
+
+// shardscrapeContainers returns the containers running a shardscrape
+// binary, by binary.
+func shardscrapeContainers(b build) map[string][]corev1.Container {
+	out := map[string][]corev1.Container{}
+	for _, p := range podTemplates(b) {
+		for _, c := range p.tmpl.Spec.Containers {
+			if len(c.Command) > 0 && slices.Contains(commands, path.Base(c.Command[0])) {
+				out[path.Base(c.Command[0])] = append(out[path.Base(c.Command[0])], c)
+			}
+		}
+	}
+	return out
+}
+
+// checkFlags: every argument of a shardscrape container is --name=value for
+// a flag the binary takes a value for, or --name / --no-name for a boolean
+// flag.
+func checkFlags(b build, flags map[string]map[string]flagSpec) []error {
+	var errs []error
+	for bin, cs := range shardscrapeContainers(b) {
+		for _, c := range cs {
+			if len(c.Command) != 1 {
+				errs = append(errs, fmt.Errorf("%s: command %q: want just the binary, flags in args", c.Name, c.Command))
+			}
+			for _, a := range c.Args {
+				name, _, hasValue := strings.Cut(strings.TrimPrefix(a, "--"), "=")
+				spec, ok := flags[bin][name]
+				if !ok && strings.HasPrefix(name, "no-") {
+					spec, ok = flags[bin][strings.TrimPrefix(name, "no-")]
+					ok = ok && spec.boolean && !hasValue
+				}
+				switch {
+				case !strings.HasPrefix(a, "--"):
+					errs = append(errs, fmt.Errorf("%s: argument %q is not a --flag", c.Name, a))
+				case !ok:
+					errs = append(errs, fmt.Errorf("%s: %s has no flag --%s (argument %q)", c.Name, bin, name, a))
+				case spec.boolean && hasValue:
+					errs = append(errs, fmt.Errorf("%s: boolean flag given a value: %q", c.Name, a))
+				case !spec.boolean && !hasValue:
+					errs = append(errs, fmt.Errorf("%s: flag --%s needs =value: %q", c.Name, name, a))
+				}
+			}
+		}
+	}
+	return errs
+}
+
+// flagValues returns the --name=value arguments of c, by name.
+func flagValues(c corev1.Container) map[string][]string {
+	out := map[string][]string{}
+	for _, a := range c.Args {
+		if name, v, ok := strings.Cut(strings.TrimPrefix(a, "--"), "="); ok {
+			out[name] = append(out[name], v)
+		}
+	}
+	return out
+}
+
+func parseDuration(s string) (time.Duration, error) {
+	if d, err := time.ParseDuration(s); err == nil {
+		return d, nil
+	}
+	d, err := model.ParseDuration(s)
+	return time.Duration(d), err
+}
+
+// checkGrace: a scraper pod's grace period covers its whole bounded
+// shutdown: the handoff (Leave), then the wait for remote write to catch up
+// and the queues' flush on close, each bounded by the flush deadline.
+func checkGrace(b build, flags map[string]map[string]flagSpec) []error {
+	var errs []error
+	for _, sts := range all[*appsv1.StatefulSet](b) {
+		for _, c := range sts.Spec.Template.Spec.Containers {
+			if len(c.Command) == 0 || path.Base(c.Command[0]) != "scraper" {
+				continue
+			}
+			vals := flagValues(c)
+			get := func(name string) time.Duration {
+				v := flags["scraper"][name].def
+				if vs := vals[name]; len(vs) > 0 {
+					v = vs[len(vs)-1]
+				}
+				d, err := parseDuration(v)
+				if err != nil {
+					errs = append(errs, fmt.Errorf("%s: --%s=%q: %w", sts.Name, name, v, err))
+				}
+				return d
+			}
+			need := get("shutdown.handoff-timeout") + 2*get("storage.remote.flush-deadline")
+			grace := sts.Spec.Template.Spec.TerminationGracePeriodSeconds
+			if grace == nil || time.Duration(*grace)*time.Second <= need {
+				errs = append(errs, fmt.Errorf("statefulset %s: terminationGracePeriodSeconds %v does not exceed handoff + 2 x flush deadline = %v", sts.Name, grace, need))
+			}
+		}
+	}
+	return errs
+}
+
+// checkRemoteWrite: the workers' --remote-write.* flags make a valid
+// remotewrite.Endpoint, one per URL.
+func checkRemoteWrite(b build) []error {
+	var errs []error
+	for _, c := range shardscrapeContainers(b)["scraper"] {
+		v := flagValues(c)
+		last := func(name string) string {
+			if len(v[name]) == 0 {
+				return ""
+			}
+			return v[name][len(v[name])-1]
+		}
+		recv, err := remotewrite.ParseReceiver(cmp(last("remote-write.receiver"), "victoriametrics"))
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		for _, u := range v["remote-write.url"] {
+			e := remotewrite.Endpoint{URL: u, Receiver: recv, Tenant: last("remote-write.tenant"), TenantHeader: last("remote-write.tenant-header")}
+			if _, err := e.RemoteWriteConfig(); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", c.Name, err))
+			}
+		}
+	}
+	return errs
+}
+
+func cmp(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+// promConfig returns the prometheus.yml of the coordinator's config map.
+func promConfig(b build) (string, bool) {
+	for _, cm := range all[*corev1.ConfigMap](b) {
+		if s, ok := cm.Data["prometheus.yml"]; ok {
+			return s, true
+		}
+	}
+	return "", false
+}
+
+// checkCoordinatorConfig runs `coordinator --config.check` with the
+// manifest's own arguments (so the binary parses every flag value) on the
+// config map's prometheus.yml, written into dir.
+func checkCoordinatorConfig(b build, dir string) []error {
+	cs := shardscrapeContainers(b)["coordinator"]
+	if len(cs) == 0 {
+		return nil
+	}
+	cfg, ok := promConfig(b)
+	if !ok {
+		return []error{errors.New("no config map with prometheus.yml")}
+	}
+	file := filepath.Join(dir, "prometheus.yml")
+	if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
+		return []error{err}
+	}
+	var errs []error
+	for _, c := range cs {
+		var args []string
+		for _, a := range c.Args {
+			if !strings.HasPrefix(a, "--config.file=") {
+				args = append(args, expandEnv(c, a))
+			}
+		}
+		args = append(args, "--config.check", "--config.file="+file)
+		out, err := exec.Command(command("coordinator"), args...).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "SUCCESS") {
+			errs = append(errs, fmt.Errorf("coordinator %s: %v: %s", strings.Join(args, " "), err, out))
+		}
+	}
+	return errs
+}
+
+// access is what an RBAC rule grants: verb on group/resource (or a
+// non-resource URL), optionally one object name.
+type access struct {
+	verb, group, resource, name, url string
+}
+
+func (a access) String() string {
+	if a.url != "" {
+		return a.verb + " " + a.url
+	}
+	s := a.verb + " " + a.resource
+	if a.group != "" {
+		s += "." + a.group
+	}
+	if a.name != "" {
+		s += "/" + a.name
+	}
+	return s
+}
+
+func has(list []string, v string) bool { return slices.Contains(list, v) || slices.Contains(list, "*") }
+
+func ruleAllows(r rbacv1.PolicyRule, a access) bool {
+	if !has(r.Verbs, a.verb) {
+		return false
+	}
+	if a.url != "" {
+		return slices.ContainsFunc(r.NonResourceURLs, func(u string) bool {
+			return u == a.url || (strings.HasSuffix(u, "*") && strings.HasPrefix(a.url, strings.TrimSuffix(u, "*")))
+		})
+	}
+	return has(r.APIGroups, a.group) && has(r.Resources, a.resource) &&
+		(len(r.ResourceNames) == 0 || (a.name != "" && slices.Contains(r.ResourceNames, a.name)))
+}
+
+// allowed reports whether service account ns/sa may do a, cluster-wide
+// (cluster=true: ClusterRoleBindings only) or in namespace ns.
+func allowed(b build, ns, sa string, a access, cluster bool) bool {
+	subject := func(ss []rbacv1.Subject) bool {
+		return slices.ContainsFunc(ss, func(s rbacv1.Subject) bool {
+			return s.Kind == rbacv1.ServiceAccountKind && s.Name == sa && s.Namespace == ns
+		})
+	}
+	rules := func(ref rbacv1.RoleRef, roleNS string) []rbacv1.PolicyRule {
+		switch ref.Kind {
+		case "ClusterRole":
+			if r := find[*rbacv1.ClusterRole](b, "", ref.Name); r != nil {
+				return r.Rules
+			}
+		case "Role":
+			if r := find[*rbacv1.Role](b, roleNS, ref.Name); r != nil {
+				return r.Rules
+			}
+		}
+		return nil
+	}
+	var granted []rbacv1.PolicyRule
+	for _, crb := range all[*rbacv1.ClusterRoleBinding](b) {
+		if subject(crb.Subjects) {
+			granted = append(granted, rules(crb.RoleRef, "")...)
+		}
+	}
+	if !cluster {
+		for _, rb := range all[*rbacv1.RoleBinding](b) {
+			if rb.Namespace == ns && subject(rb.Subjects) {
+				granted = append(granted, rules(rb.RoleRef, ns)...)
+			}
+		}
+	}
+	return slices.ContainsFunc(granted, func(r rbacv1.PolicyRule) bool { return ruleAllows(r, a) })
+}
+
+// sdAccess maps a kubernetes_sd_configs role to the list/watch grants
+// Prometheus's discovery needs for it.
+func sdAccess(sd *kubernetes.SDConfig) []access {
+	var res [][2]string // group, resource
+	switch sd.Role {
+	case kubernetes.RoleNode:
+		res = [][2]string{{"", "nodes"}}
+	case kubernetes.RolePod:
+		res = [][2]string{{"", "pods"}}
+	case kubernetes.RoleService:
+		res = [][2]string{{"", "services"}}
+	case kubernetes.RoleEndpoint:
+		res = [][2]string{{"", "endpoints"}, {"", "services"}, {"", "pods"}}
+	case kubernetes.RoleEndpointSlice:
+		res = [][2]string{{"discovery.k8s.io", "endpointslices"}, {"", "services"}, {"", "pods"}}
+	case kubernetes.RoleIngress:
+		res = [][2]string{{"networking.k8s.io", "ingresses"}}
+	}
+	if sd.AttachMetadata.Node {
+		res = append(res, [2]string{"", "nodes"})
+	}
+	var out []access
+	for _, r := range res {
+		for _, verb := range []string{"list", "watch"} {
+			out = append(out, access{verb: verb, group: r[0], resource: r[1]})
+		}
+	}
+	return out
+}
+
+// kubeStateMetricsResources maps kube-state-metrics' --resources names to
+// API groups.
+var kubeStateMetricsResources = map[string]string{
+	"configmaps": "", "endpoints": "", "limitranges": "", "namespaces": "", "nodes": "",
+	"persistentvolumeclaims": "", "persistentvolumes": "", "pods": "", "replicationcontrollers": "",
+	"resourcequotas": "", "secrets": "", "serviceaccounts": "", "services": "",
+	"daemonsets": "apps", "deployments": "apps", "replicasets": "apps", "statefulsets": "apps",
+	"cronjobs": "batch", "jobs": "batch", "horizontalpodautoscalers": "autoscaling",
+	"ingresses": "networking.k8s.io", "ingressclasses": "networking.k8s.io", "networkpolicies": "networking.k8s.io",
+	"poddisruptionbudgets": "policy", "storageclasses": "storage.k8s.io", "volumeattachments": "storage.k8s.io",
+	"endpointslices": "discovery.k8s.io", "leases": "coordination.k8s.io",
+	"certificatesigningrequests":    "certificates.k8s.io",
+	"mutatingwebhookconfigurations": "admissionregistration.k8s.io", "validatingwebhookconfigurations": "admissionregistration.k8s.io",
+}
+
+// checkRBAC: the coordinator's account may list and watch what every
+// kubernetes_sd_configs role of the config map's prometheus.yml reads, and
+// hold its Lease; the workers' account may scrape what the jobs scrape with
+// the service account token (the API server's /metrics, kubelets through
+// the API server proxy or directly); kube-state-metrics may list and watch
+// every resource it is told to.
+func checkRBAC(b build) []error {
+	var errs []error
+	need := func(ns, sa string, a access, cluster bool, why string) {
+		if !allowed(b, ns, sa, a, cluster) {
+			errs = append(errs, fmt.Errorf("service account %s/%s may not %s (%s)", ns, sa, a, why))
+		}
+	}
+	var coord, scraper []podTemplate
+	for _, p := range podTemplates(b) {
+		for _, c := range p.tmpl.Spec.Containers {
+			if len(c.Command) > 0 && path.Base(c.Command[0]) == "coordinator" {
+				coord = append(coord, p)
+				v := flagValues(c)
+				lease := "shardscrape-coordinator"
+				if l := v["leader-election.lease-name"]; len(l) > 0 {
+					lease = l[len(l)-1]
+				}
+				if slices.Contains(c.Args, "--leader-election.enabled") {
+					for _, verb := range []string{"get", "update"} {
+						need(p.namespace, p.tmpl.Spec.ServiceAccountName, access{verb: verb, group: "coordination.k8s.io", resource: "leases", name: lease}, false, "leader election")
+					}
+					need(p.namespace, p.tmpl.Spec.ServiceAccountName, access{verb: "create", group: "coordination.k8s.io", resource: "leases"}, false, "leader election")
+				}
+			}
+			if len(c.Command) > 0 && path.Base(c.Command[0]) == "scraper" {
+				scraper = append(scraper, p)
+			}
+			if strings.Contains(c.Image, "kube-state-metrics") {
+				for _, res := range strings.Split(strings.Join(flagValues(c)["resources"], ","), ",") {
+					group, ok := kubeStateMetricsResources[res]
+					if !ok {
+						errs = append(errs, fmt.Errorf("kube-state-metrics: unknown resource %q", res))
+						continue
+					}
+					for _, verb := range []string{"list", "watch"} {
+						need(p.namespace, p.tmpl.Spec.ServiceAccountName, access{verb: verb, group: group, resource: res}, true, "kube-state-metrics --resources")
+					}
+				}
+			}
+		}
+	}
+	if len(coord) == 0 {
+		return errs
+	}
+	text, ok := promConfig(b)
+	if !ok {
+		return append(errs, errors.New("no config map with prometheus.yml"))
+	}
+	cfg, err := config.Load(text, nil)
+	if err != nil {
+		return append(errs, fmt.Errorf("prometheus.yml: %w", err))
+	}
+	scs, err := cfg.GetScrapeConfigs()
+	if err != nil {
+		return append(errs, fmt.Errorf("prometheus.yml: %w", err))
+	}
+	for _, sc := range scs {
+		for _, d := range sc.ServiceDiscoveryConfigs {
+			sd, ok := d.(*kubernetes.SDConfig)
+			if !ok {
+				continue
+			}
+			for _, a := range sdAccess(sd) {
+				for _, p := range coord {
+					need(p.namespace, p.tmpl.Spec.ServiceAccountName, a, true, fmt.Sprintf("job %s: kubernetes_sd role %s", sc.JobName, sd.Role))
+				}
+			}
+			// Scraping with the workers' service account token.
+			if sc.HTTPClientConfig.Authorization == nil || sc.HTTPClientConfig.Authorization.CredentialsFile != saTokenFile {
+				continue
+			}
+			var wants []access
+			proxied := slices.ContainsFunc(sc.RelabelConfigs, func(r *relabel.Config) bool {
+				return r.TargetLabel == model.MetricsPathLabel && strings.Contains(r.Replacement, "/proxy/")
+			})
+			switch {
+			case proxied:
+				wants = append(wants, access{verb: "get", resource: "nodes/proxy"})
+			case sd.Role == kubernetes.RoleNode:
+				wants = append(wants, access{verb: "get", resource: "nodes/metrics"})
+			default:
+				wants = append(wants, access{verb: "get", url: "/metrics"})
+			}
+			for _, a := range wants {
+				for _, p := range scraper {
+					need(p.namespace, p.tmpl.Spec.ServiceAccountName, a, true, "job "+sc.JobName+" scrapes with the service account token")
+				}
+			}
+		}
+	}
+	return errs
+}
+
+// TestChecksCatchBrokenManifests breaks a rendered overlay in one place at a
+// time and requires the check that guards that place to say so.
+func TestChecksCatchBrokenManifests(t *testing.T) {
+	dir := deployDir(t)
+	flags := binaryFlags(t)
+	vm := render(t, filepath.Join(dir, "overlays/victoriametrics"))
+	exporters := render(t, filepath.Join(dir, "exporters"))
+
+	container := func(b build, bin string) *corev1.Container {
+		for _, p := range podTemplates(b) {
+			for i, c := range p.tmpl.Spec.Containers {
+				if len(c.Command) > 0 && c.Command[0] == bin {
+					return &p.tmpl.Spec.Containers[i]
+				}
+			}
+		}
+		t.Fatalf("no %s container", bin)
+		return nil
+	}
+	setArg := func(c *corev1.Container, name, value string) {
+		for i, a := range c.Args {
+			if strings.HasPrefix(a, "--"+name+"=") || a == "--"+name {
+				c.Args[i] = "--" + name + "=" + value
+				return
+			}
+		}
+		c.Args = append(c.Args, "--"+name+"="+value)
+	}
+	dropRule := func(b build, role, resource string) {
+		cr := find[*rbacv1.ClusterRole](b, "", role)
+		require.NotNil(t, cr, role)
+		for i := range cr.Rules {
+			cr.Rules[i].Resources = slices.DeleteFunc(cr.Rules[i].Resources, func(r string) bool { return r == resource })
+		}
+	}
+	checks := map[string]func(build) []error{
+		"selectors":    checkSelectors,
+		"ports":        checkPorts,
+		"references":   checkReferences,
+		"flags":        func(b build) []error { return checkFlags(b, flags) },
+		"rbac":         checkRBAC,
+		"grace":        func(b build) []error { return checkGrace(b, flags) },
+		"remote-write": checkRemoteWrite,
+		"config-check": func(b build) []error { return checkCoordinatorConfig(b, t.TempDir()) },
+	}
+	for _, tc := range []struct {
+		name   string
+		from   []runtime.Object
+		check  string
+		want   string // in one of the errors
+		mutate func(b build)
+	}{
+		{"unknown flag", vm, "flags", "--scrape.fake-flag", func(b build) {
+			c := container(b, "scraper")
+			c.Args = append(c.Args, "--scrape.fake-flag=1")
+		}},
+		{"value flag without value", vm, "flags", "--cluster.name needs =value", func(b build) {
+			c := container(b, "coordinator")
+			c.Args = append(c.Args, "--cluster.name")
+		}},
+		{"boolean flag with a value", vm, "flags", "boolean flag", func(b build) {
+			c := container(b, "coordinator")
+			c.Args = append(c.Args, "--leader-election.enabled=true")
+		}},
+		{"workload selector", vm, "selectors", "does not match its pod labels", func(b build) {
+			only[*appsv1.StatefulSet](t, b).Spec.Template.Labels["app.kubernetes.io/component"] = "scrapper"
+		}},
+		{"service selector", vm, "selectors", "selects no pod template", func(b build) {
+			find[*corev1.Service](b, "shardscrape", "shardscrape-coordinator").Spec.Selector["app.kubernetes.io/component"] = "coordinatr"
+		}},
+		{"pdb selector", vm, "selectors", "pdb shardscrape-scraper", func(b build) {
+			only[*policyv1.PodDisruptionBudget](t, b).Spec.Selector.MatchLabels["app.kubernetes.io/name"] = "other"
+		}},
+		{"service target port", vm, "ports", "targetPort grcp", func(b build) {
+			svc := find[*corev1.Service](b, "shardscrape", "shardscrape-coordinator")
+			svc.Spec.Ports[0].TargetPort = intstr.FromString("grcp")
+		}},
+		{"probe port", vm, "ports", "readiness probe port htpp", func(b build) {
+			container(b, "scraper").ReadinessProbe.HTTPGet.Port = intstr.FromString("htpp")
+		}},
+		{"undefined env reference", vm, "references", "$(POD_NAM)", func(b build) {
+			setArg(container(b, "scraper"), "worker.id", "$(POD_NAM)")
+		}},
+		{"secret not rendered", vm, "references", "shardscrape-objstor", func(b build) {
+			d := only[*appsv1.Deployment](t, b)
+			for i, v := range d.Spec.Template.Spec.Volumes {
+				if v.Secret != nil && strings.HasPrefix(v.Secret.SecretName, "shardscrape-objstore") {
+					d.Spec.Template.Spec.Volumes[i].Secret.SecretName = "shardscrape-objstor"
+				}
+			}
+		}},
+		{"discovery rbac", vm, "rbac", "list endpointslices.discovery.k8s.io", func(b build) {
+			dropRule(b, "shardscrape-coordinator", "endpointslices")
+		}},
+		{"scrape rbac", vm, "rbac", "get nodes/proxy", func(b build) {
+			dropRule(b, "shardscrape-scraper", "nodes/proxy")
+		}},
+		{"lease rbac", vm, "rbac", "leases.coordination.k8s.io/other-lease", func(b build) {
+			setArg(container(b, "coordinator"), "leader-election.lease-name", "other-lease")
+		}},
+		{"kube-state-metrics rbac", exporters, "rbac", "list secrets", func(b build) {
+			for _, d := range all[*appsv1.Deployment](b) {
+				c := &d.Spec.Template.Spec.Containers[0]
+				setArg(c, "resources", strings.Join(flagValues(*c)["resources"], ",")+",secrets")
+			}
+		}},
+		{"grace period", vm, "grace", "does not exceed", func(b build) {
+			setArg(container(b, "scraper"), "storage.remote.flush-deadline", "2m")
+		}},
+		{"remote-write receiver", vm, "remote-write", "victoria", func(b build) {
+			setArg(container(b, "scraper"), "remote-write.receiver", "victoria")
+		}},
+		{"config", vm, "config-check", "FAILED", func(b build) {
+			for _, cm := range all[*corev1.ConfigMap](b) {
+				if s, ok := cm.Data["prometheus.yml"]; ok {
+					cm.Data["prometheus.yml"] = strings.Replace(s, "role: endpointslice", "role: endpointslices", 1)
+				}
+			}
+		}},
+		{"flag value", vm, "config-check", "--log.level", func(b build) {
+			setArg(container(b, "coordinator"), "log.level", "loud")
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := build{name: tc.name}
+			for _, o := range tc.from {
+				b.objs = append(b.objs, o.DeepCopyObject())
+			}
+			check := checks[tc.check]
+			require.Empty(t, check(b), "the unbroken build passes %s", tc.check)
+			tc.mutate(b)
+			errs := check(b)
+			require.NotEmpty(t, errs)
+			require.Contains(t, errors.Join(errs...).Error(), tc.want)
+		})
+	}
+}
