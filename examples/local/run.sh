@@ -17,6 +17,9 @@
 #
 # Environment: NODES (100), PODS_PER_NODE (3) size the fleet;
 # READY_TIMEOUT (60) is how many seconds each process gets to be ready.
+# For tests, every address can be moved (VM_PORT, FLEETSIM_PORT, NODE_PORT,
+# POD_PORT, COORDINATOR_WEB_PORT, COORDINATOR_GRPC_PORT, SCRAPER_PORTS) and
+# CONFIG names another prometheus.yml, which must then point at them.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
@@ -24,7 +27,14 @@ ROOT=$PWD
 BIN=$ROOT/bin
 DATA=$ROOT/data/run
 LOGS=$DATA/logs
-CONFIG=$ROOT/examples/local/prometheus.yml
+CONFIG=${CONFIG:-$ROOT/examples/local/prometheus.yml}
+VM_PORT=${VM_PORT:-8428}
+FLEETSIM_PORT=${FLEETSIM_PORT:-8500}
+NODE_PORT=${NODE_PORT:-9100}
+POD_PORT=${POD_PORT:-8080}
+COORDINATOR_WEB_PORT=${COORDINATOR_WEB_PORT:-9093}
+COORDINATOR_GRPC_PORT=${COORDINATOR_GRPC_PORT:-9094}
+read -r -a SCRAPER_PORTS <<<"${SCRAPER_PORTS:-9095 9096 9097}"
 NODES=${NODES:-100}
 PODS_PER_NODE=${PODS_PER_NODE:-3}
 READY_TIMEOUT=${READY_TIMEOUT:-60}
@@ -43,16 +53,17 @@ command -v curl >/dev/null || die "curl is needed to wait for readiness: apt-get
 # Every port the run binds; the fleet's target ports (9100, 8080) are bound
 # on the wildcard address of the loopback device.
 declare -A PORTS=(
-	[8428]="VictoriaMetrics -httpListenAddr"
-	[8500]="fleetsim --web.listen-address (Consul and Kubernetes APIs)"
-	[9100]="fleetsim --node.port (node_exporter targets)"
-	[8080]="fleetsim --pod.port (application targets)"
-	[9093]="coordinator --web.listen-address"
-	[9094]="coordinator --grpc.listen-address"
-	[9095]="scraper-0 --web.listen-address"
-	[9096]="scraper-1 --web.listen-address"
-	[9097]="scraper-2 --web.listen-address"
+	[$VM_PORT]="VictoriaMetrics -httpListenAddr"
+	[$FLEETSIM_PORT]="fleetsim --web.listen-address (Consul and Kubernetes APIs)"
+	[$NODE_PORT]="fleetsim --node.port (node_exporter targets)"
+	[$POD_PORT]="fleetsim --pod.port (application targets)"
+	[$COORDINATOR_WEB_PORT]="coordinator --web.listen-address"
+	[$COORDINATOR_GRPC_PORT]="coordinator --grpc.listen-address"
 )
+for i in "${!SCRAPER_PORTS[@]}"; do
+	PORTS[${SCRAPER_PORTS[$i]}]="scraper-$i --web.listen-address"
+done
+((${#PORTS[@]} == 6 + ${#SCRAPER_PORTS[@]})) || die "two processes would share a port: check the *_PORT variables"
 taken=0
 for port in "${!PORTS[@]}"; do
 	if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
@@ -111,8 +122,10 @@ stop_pids() {
 	done
 	for name in "$@"; do
 		pid=${PIDS[$name]:-}
-		[[ -n $pid ]] && wait "$pid" 2>/dev/null || true
+		[[ -n $pid ]] || continue
+		wait "$pid" 2>/dev/null || true
 		unset "PIDS[$name]"
+		echo "  $name stopped"
 	done
 }
 
@@ -162,56 +175,59 @@ wait_ready() {
 echo "Starting the local pipeline (data: ${DATA#"$ROOT"/}, logs: ${LOGS#"$ROOT"/})"
 
 start victoria-metrics "$BIN/victoria-metrics" \
-	-httpListenAddr=127.0.0.1:8428 \
+	-httpListenAddr="127.0.0.1:$VM_PORT" \
 	-storageDataPath="$DATA/vm" \
 	-search.latencyOffset=5s \
 	-loggerLevel=WARN
-wait_ready victoria-metrics http://127.0.0.1:8428/health
+wait_ready victoria-metrics "http://127.0.0.1:$VM_PORT/health"
 
 start fleetsim "$BIN/fleetsim" \
-	--web.listen-address=127.0.0.1:8500 \
+	--web.listen-address="127.0.0.1:$FLEETSIM_PORT" \
+	--node.port="$NODE_PORT" --pod.port="$POD_PORT" \
 	--nodes="$NODES" --pods-per-node="$PODS_PER_NODE"
-wait_ready fleetsim http://127.0.0.1:8500/-/ready
+wait_ready fleetsim "http://127.0.0.1:$FLEETSIM_PORT/-/ready"
 
 start coordinator "$BIN/coordinator" \
 	--config.file="$CONFIG" \
 	--cluster.name=local \
-	--web.listen-address=127.0.0.1:9093 \
-	--grpc.listen-address=127.0.0.1:9094 \
+	--web.listen-address="127.0.0.1:$COORDINATOR_WEB_PORT" \
+	--grpc.listen-address="127.0.0.1:$COORDINATOR_GRPC_PORT" \
 	--storage.path="$DATA/coordinator"
-wait_ready coordinator http://127.0.0.1:9093/-/ready
+wait_ready coordinator "http://127.0.0.1:$COORDINATOR_WEB_PORT/-/ready"
 
-for i in 0 1 2; do
-	port=$((9095 + i))
+for i in "${!SCRAPER_PORTS[@]}"; do
+	port=${SCRAPER_PORTS[$i]}
 	start "scraper-$i" "$BIN/scraper" \
-		--coordinator.address=127.0.0.1:9094 \
+		--coordinator.address="127.0.0.1:$COORDINATOR_GRPC_PORT" \
 		--worker.id="scraper-$i" \
 		--web.listen-address="127.0.0.1:$port" \
 		--web.external-address="127.0.0.1:$port" \
 		--storage.path="$DATA/scraper-$i" \
 		--shutdown.handoff-timeout=5s
 done
-for i in 0 1 2; do
-	wait_ready "scraper-$i" "http://127.0.0.1:$((9095 + i))/-/ready"
+for i in "${!SCRAPER_PORTS[@]}"; do
+	wait_ready "scraper-$i" "http://127.0.0.1:${SCRAPER_PORTS[$i]}/-/ready"
 done
 
 targets=$((NODES + NODES * PODS_PER_NODE))
 query='count by (cluster_name) (up)'
 encoded='count%20by%20%28cluster_name%29%20%28up%29'
+shardctl=./bin/shardctl
+[[ $COORDINATOR_GRPC_PORT == 9094 ]] || shardctl+=" --coordinator.address=127.0.0.1:$COORDINATOR_GRPC_PORT"
 cat <<EOF
 
 The pipeline is up: $NODES node_exporters and $((NODES * PODS_PER_NODE)) application pods ($targets targets)
-scraped every 15s by three scrapers into VictoriaMetrics, labelled cluster_name="local".
+scraped by ${#SCRAPER_PORTS[@]} scrapers into VictoriaMetrics, labelled cluster_name="local".
 
   $query (expect $targets within a minute):
-    http://127.0.0.1:8428/vmui/?#/?g0.expr=$encoded
-    http://127.0.0.1:8428/api/v1/query?query=$encoded
+    http://127.0.0.1:$VM_PORT/vmui/?#/?g0.expr=$encoded
+    http://127.0.0.1:$VM_PORT/api/v1/query?query=$encoded
   the fleet's targets and their owners:
-    http://127.0.0.1:9093/api/v1/targets
+    http://127.0.0.1:$COORDINATOR_WEB_PORT/api/v1/targets
   the workers:
-    ./bin/shardctl workers
+    $shardctl workers
 
-Consul and Kubernetes APIs (fleetsim): http://127.0.0.1:8500. Logs: ${LOGS#"$ROOT"/}/*.log.
+Consul and Kubernetes APIs (fleetsim): http://127.0.0.1:$FLEETSIM_PORT. Logs: ${LOGS#"$ROOT"/}/*.log.
 Press Ctrl-C to stop.
 EOF
 
