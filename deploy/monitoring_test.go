@@ -1,0 +1,745 @@
+package deploy_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/model/rulefmt"
+	"github.com/prometheus/prometheus/promql/parser"
+	"github.com/stretchr/testify/require"
+
+	"github.com/shardscrape/shardscrape/internal/testenv"
+)
+
+// This file checks deploy/rules and deploy/dashboards: every rule file loads
+// with Prometheus's rulefmt, every PromQL expression (rules, panel targets,
+// templating queries) parses with Prometheus's parser, every shardscrape_*
+// and prometheus_* metric they name is one the real binaries expose, and the
+// dashboards are well-formed Grafana JSON.
+
+const (
+	rulesDir      = "rules"
+	dashboardsDir = "dashboards"
+	runbookFile   = "dashboards/README.md"
+	clusterLabel  = "cluster_name"
+	datasourceUID = "${datasource}"
+)
+
+// promqlParser parses as Prometheus does by default.
+var promqlParser = parser.NewParser(parser.Options{})
+
+// expression is one PromQL expression found in a rule file or dashboard.
+type expression struct {
+	where string // file and rule, panel or variable
+	expr  string // Grafana variables replaced (see grafanaExpr)
+	rule  bool   // from a rule file
+}
+
+// --- rules ---
+
+// ruleFiles lists deploy/rules/*.yml and *.yaml.
+func ruleFiles(t *testing.T) []string {
+	t.Helper()
+	var files []string
+	for _, pat := range []string{"*.yml", "*.yaml"} {
+		m, err := filepath.Glob(filepath.Join(rulesDir, pat))
+		require.NoError(t, err)
+		files = append(files, m...)
+	}
+	require.NotEmpty(t, files, "no rule files in %s", rulesDir)
+	return files
+}
+
+// loadRules parses a rule file with Prometheus's rulefmt: unknown fields,
+// bad PromQL, bad templates and legacy-invalid names are errors (vmalert and
+// the Thanos ruler take the same format).
+func loadRules(file string) (*rulefmt.RuleGroups, error) {
+	groups, errs := rulefmt.ParseFile(file, false, model.LegacyValidation, promqlParser, slog.New(slog.DiscardHandler))
+	if len(errs) > 0 {
+		msgs := make([]string, len(errs))
+		for i, err := range errs {
+			msgs[i] = err.Error()
+		}
+		return nil, fmt.Errorf("load rules %s: %s", file, strings.Join(msgs, "; "))
+	}
+	return groups, nil
+}
+
+// ruleExpressions returns every rule's expression and the names recorded.
+func ruleExpressions(t *testing.T) (exprs []expression, recorded map[string]bool) {
+	t.Helper()
+	recorded = map[string]bool{}
+	for _, file := range ruleFiles(t) {
+		groups, err := loadRules(file)
+		require.NoError(t, err)
+		for _, g := range groups.Groups {
+			for _, r := range g.Rules {
+				name := r.Alert
+				if r.Record != "" {
+					name = r.Record
+					recorded[r.Record] = true
+				}
+				exprs = append(exprs, expression{where: fmt.Sprintf("%s: group %s: %s", file, g.Name, name), expr: r.Expr, rule: true})
+			}
+		}
+	}
+	return exprs, recorded
+}
+
+// TestMonitoringRulesLoad: every rule file loads with rulefmt; every alert
+// has a for, a severity, a summary, a description and a runbook that
+// exists; alert names are unique; every aggregation keeps the cluster label,
+// so that one rule set serves every cluster of a shared store.
+func TestMonitoringRulesLoad(t *testing.T) {
+	readme, err := os.ReadFile(runbookFile)
+	require.NoError(t, err)
+	alerts := map[string]string{}
+	for _, file := range ruleFiles(t) {
+		groups, err := loadRules(file)
+		require.NoError(t, err)
+		require.NotEmpty(t, groups.Groups, file)
+		for _, g := range groups.Groups {
+			for _, r := range g.Rules {
+				if r.Record != "" {
+					require.True(t, strings.HasPrefix(r.Record, "shardscrape:"), "%s: recording rule %s: name it shardscrape:<what>:<how>", file, r.Record)
+					require.NoError(t, clusterAggregations(r.Expr), "%s: %s", file, r.Record)
+					continue
+				}
+				where := fmt.Sprintf("%s: alert %s", file, r.Alert)
+				require.NotContains(t, alerts, r.Alert, "%s: also in %s", where, alerts[r.Alert])
+				alerts[r.Alert] = file
+				require.Positive(t, r.For, "%s: no for:", where)
+				require.Contains(t, []string{"critical", "warning", "info"}, r.Labels["severity"], "%s: severity", where)
+				for _, a := range []string{"summary", "description", "runbook_url"} {
+					require.NotEmpty(t, r.Annotations[a], "%s: annotation %s", where, a)
+				}
+				anchor := "#" + strings.ToLower(r.Alert)
+				require.True(t, strings.HasSuffix(r.Annotations["runbook_url"], "/deploy/dashboards/README.md"+anchor), "%s: runbook_url %q", where, r.Annotations["runbook_url"])
+				require.Contains(t, string(readme), "\n### "+r.Alert+"\n", "%s: no runbook section in %s", where, runbookFile)
+				require.NoError(t, clusterAggregations(r.Expr), where)
+			}
+		}
+	}
+	require.NotEmpty(t, alerts)
+}
+
+// clusterAggregations reports an aggregation that drops the cluster label:
+// `sum(x)` or `sum by (job) (x)` would merge clusters.
+func clusterAggregations(expr string) error {
+	e, err := promqlParser.ParseExpr(expr)
+	if err != nil {
+		return err
+	}
+	var bad error
+	parser.Inspect(e, func(n parser.Node, _ []parser.Node) error {
+		a, ok := n.(*parser.AggregateExpr)
+		if !ok || bad != nil {
+			return nil
+		}
+		if a.Without {
+			if slices.Contains(a.Grouping, clusterLabel) {
+				bad = fmt.Errorf("%s: aggregates %s away", a, clusterLabel)
+			}
+			return nil
+		}
+		if !slices.Contains(a.Grouping, clusterLabel) {
+			bad = fmt.Errorf("%s: aggregates %s away (add it to by)", a, clusterLabel)
+		}
+		return nil
+	})
+	return bad
+}
+
+func TestClusterAggregations(t *testing.T) {
+	require.NoError(t, clusterAggregations(`max by (cluster_name) (x) / avg by (cluster_name, instance) (y)`))
+	require.NoError(t, clusterAggregations(`rate(x[5m]) > 0`))
+	require.Error(t, clusterAggregations(`sum(x)`))
+	require.Error(t, clusterAggregations(`max by (cluster_name) (x) / sum by (job) (y)`))
+	require.Error(t, clusterAggregations(`sum without (cluster_name) (x)`))
+}
+
+// --- dashboards ---
+
+type dashboard struct {
+	UID           string  `json:"uid"`
+	Title         string  `json:"title"`
+	SchemaVersion int     `json:"schemaVersion"`
+	Panels        []panel `json:"panels"`
+	Templating    struct {
+		List []variable `json:"list"`
+	} `json:"templating"`
+}
+
+type panel struct {
+	ID         int             `json:"id"`
+	Type       string          `json:"type"`
+	Title      string          `json:"title"`
+	Datasource *datasource     `json:"datasource"`
+	Targets    []panelTarget   `json:"targets"`
+	Panels     []panel         `json:"panels"` // a collapsed row's
+	GridPos    json.RawMessage `json:"gridPos"`
+}
+
+type panelTarget struct {
+	RefID      string      `json:"refId"`
+	Expr       string      `json:"expr"`
+	Datasource *datasource `json:"datasource"`
+}
+
+type datasource struct {
+	Type string `json:"type"`
+	UID  string `json:"uid"`
+}
+
+type variable struct {
+	Name       string          `json:"name"`
+	Type       string          `json:"type"`
+	Query      json.RawMessage `json:"query"`
+	Datasource *datasource     `json:"datasource"`
+}
+
+// queryText returns a variable's query: a plain string or Grafana's object
+// form {"query": "...", "refId": ...}.
+func (v variable) queryText() (string, error) {
+	var s string
+	if err := json.Unmarshal(v.Query, &s); err == nil {
+		return s, nil
+	}
+	var o struct {
+		Query string `json:"query"`
+	}
+	if err := json.Unmarshal(v.Query, &o); err != nil {
+		return "", fmt.Errorf("variable %s: query %s: %w", v.Name, v.Query, err)
+	}
+	return o.Query, nil
+}
+
+// dashboardFiles lists deploy/dashboards/*.json.
+func dashboardFiles(t *testing.T) []string {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(dashboardsDir, "*.json"))
+	require.NoError(t, err)
+	require.NotEmpty(t, files, "no dashboards in %s", dashboardsDir)
+	return files
+}
+
+func loadDashboard(t *testing.T, file string) dashboard {
+	t.Helper()
+	b, err := os.ReadFile(file)
+	require.NoError(t, err)
+	dec := json.NewDecoder(strings.NewReader(string(b)))
+	var d dashboard
+	require.NoError(t, dec.Decode(&d), "%s: not valid dashboard JSON", file)
+	_, err = dec.Token()
+	require.ErrorIs(t, err, io.EOF, "%s: data after the dashboard", file)
+	return d
+}
+
+// allPanels flattens rows (collapsed rows nest their panels).
+func allPanels(ps []panel) []panel {
+	var out []panel
+	for _, p := range ps {
+		out = append(out, p)
+		out = append(out, allPanels(p.Panels)...)
+	}
+	return out
+}
+
+// Grafana's built-in interval variables, replaced by a duration so that the
+// expression parses; any other variable becomes a string naming it.
+var grafanaBuiltins = map[string]string{
+	"__rate_interval": "5m", "__interval": "1m", "__range": "1h", "__auto": "1m",
+}
+
+var grafanaVarRe = regexp.MustCompile(`\$\{(\w+)(?::\w+)?\}|\$(\w+)|\[\[(\w+)(?::\w+)?\]\]`)
+
+// grafanaVarValue is what a non-built-in variable is replaced by.
+func grafanaVarValue(name string) string { return "__grafana_var_" + name + "__" }
+
+// grafanaExpr replaces Grafana variables in a query and returns the names of
+// the non-built-in ones it uses.
+func grafanaExpr(q string) (expr string, vars []string) {
+	expr = grafanaVarRe.ReplaceAllStringFunc(q, func(m string) string {
+		sm := grafanaVarRe.FindStringSubmatch(m)
+		name := sm[1] + sm[2] + sm[3]
+		if d, ok := grafanaBuiltins[name]; ok {
+			return d
+		}
+		vars = append(vars, name)
+		return grafanaVarValue(name)
+	})
+	return expr, vars
+}
+
+// grafanaVariableQuery turns a templating query of the Prometheus data
+// source into a PromQL expression to check: label_values(label) has none,
+// label_values(selector, label) its selector, query_result(expr) its expr.
+func grafanaVariableQuery(q string) (expr string, err error) {
+	q = strings.TrimSpace(q)
+	call := func(fn string) (string, bool) {
+		if !strings.HasPrefix(q, fn+"(") || !strings.HasSuffix(q, ")") {
+			return "", false
+		}
+		return strings.TrimSpace(q[len(fn)+1 : len(q)-1]), true
+	}
+	if args, ok := call("label_values"); ok {
+		sel, label := "", args
+		if i := strings.LastIndexByte(args, ','); i >= 0 {
+			sel, label = strings.TrimSpace(args[:i]), strings.TrimSpace(args[i+1:])
+		}
+		if !model.LegacyValidation.IsValidLabelName(label) {
+			return "", fmt.Errorf("label_values: bad label name %q in %q", label, q)
+		}
+		if sel == "" {
+			return "", nil
+		}
+		e, err := promqlParser.ParseExpr(sel)
+		if err != nil {
+			return "", fmt.Errorf("label_values selector %q: %w", sel, err)
+		}
+		if _, ok := e.(*parser.VectorSelector); !ok {
+			return "", fmt.Errorf("label_values takes a series selector, not %q", sel)
+		}
+		return sel, nil
+	}
+	if args, ok := call("query_result"); ok {
+		return args, nil
+	}
+	return "", fmt.Errorf("templating query %q: only label_values(...) and query_result(...) are supported here", q)
+}
+
+func TestGrafanaVariableQuery(t *testing.T) {
+	for q, want := range map[string]string{
+		"label_values(up, cluster_name)":                             "up",
+		"label_values(cluster_name)":                                 "",
+		`label_values(node_uname_info{a=~"x,y"}, ip)`:                `node_uname_info{a=~"x,y"}`,
+		"query_result(topk(3, sum by (job) (up)))":                   "topk(3, sum by (job) (up))",
+		" label_values( kube_node_info{internal_ip=~\"\"} , node ) ": `kube_node_info{internal_ip=~""}`,
+	} {
+		got, err := grafanaVariableQuery(q)
+		require.NoError(t, err, q)
+		require.Equal(t, want, got, q)
+	}
+	for _, q := range []string{"label_values(up, 1bad)", "label_values(sum(up), job)", "metrics(up.*)", "label_values(up{, job)"} {
+		_, err := grafanaVariableQuery(q)
+		require.Error(t, err, q)
+	}
+	expr, vars := grafanaExpr(`rate(x{a=~"$cluster", b="${node:regex}", c="[[dev]]"}[$__rate_interval])`)
+	require.Equal(t, `rate(x{a=~"__grafana_var_cluster__", b="__grafana_var_node__", c="__grafana_var_dev__"}[5m])`, expr)
+	require.Equal(t, []string{"cluster", "node", "dev"}, vars)
+}
+
+// dashboardExpressions checks one dashboard's structure and returns its
+// expressions: valid JSON, a current schema, unique panel ids, every panel
+// querying through the ${datasource} variable, every variable used defined
+// (before the queries that use it), the cluster variable as asked, every
+// selector scoped to $cluster.
+func dashboardExpressions(t *testing.T, file string) []expression {
+	t.Helper()
+	d := loadDashboard(t, file)
+	require.NotEmpty(t, d.UID, file)
+	require.NotEmpty(t, d.Title, file)
+	require.GreaterOrEqual(t, d.SchemaVersion, 39, "%s: schemaVersion of Grafana 11 or later", file)
+
+	var exprs []expression
+	defined := map[string]bool{}
+	use := func(where string, vars []string) {
+		for _, v := range vars {
+			require.True(t, defined[v], "%s: variable $%s is not defined (before it)", where, v)
+		}
+	}
+	for _, v := range d.Templating.List {
+		where := fmt.Sprintf("%s: variable %s", file, v.Name)
+		require.NotContains(t, defined, v.Name, where)
+		switch v.Type {
+		case "datasource":
+			q, err := v.queryText()
+			require.NoError(t, err, where)
+			require.Equal(t, "prometheus", q, where)
+		case "query":
+			require.NotNil(t, v.Datasource, "%s: no datasource", where)
+			require.Equal(t, datasource{Type: "prometheus", UID: datasourceUID}, *v.Datasource, where)
+			q, err := v.queryText()
+			require.NoError(t, err, where)
+			q, vars := grafanaExpr(q)
+			use(where, vars)
+			e, err := grafanaVariableQuery(q)
+			require.NoError(t, err, where)
+			if e != "" {
+				exprs = append(exprs, expression{where: where, expr: e})
+			}
+		default:
+			t.Fatalf("%s: type %q not checked here", where, v.Type)
+		}
+		defined[v.Name] = true
+	}
+	require.True(t, defined["datasource"], "%s: no datasource variable", file)
+	require.True(t, defined["cluster"], "%s: no cluster variable", file)
+	for _, v := range d.Templating.List {
+		if v.Name == "cluster" {
+			q, err := v.queryText()
+			require.NoError(t, err)
+			require.Equal(t, "label_values(up, cluster_name)", q, file)
+		}
+	}
+
+	ids := map[int]string{}
+	for _, p := range allPanels(d.Panels) {
+		where := fmt.Sprintf("%s: panel %d %q", file, p.ID, p.Title)
+		require.Positive(t, p.ID, where)
+		require.NotContains(t, ids, p.ID, "%s: id also used by %q", where, ids[p.ID])
+		ids[p.ID] = p.Title
+		require.NotEmpty(t, p.GridPos, "%s: no gridPos", where)
+		if p.Type == "row" {
+			require.Empty(t, p.Targets, where)
+			continue
+		}
+		require.NotNil(t, p.Datasource, "%s: no datasource", where)
+		require.Equal(t, datasource{Type: "prometheus", UID: datasourceUID}, *p.Datasource, where)
+		require.NotEmpty(t, p.Targets, "%s: no query", where)
+		refs := map[string]bool{}
+		for _, tg := range p.Targets {
+			tw := where + " target " + tg.RefID
+			require.NotEmpty(t, tg.RefID, tw)
+			require.False(t, refs[tg.RefID], "%s: refId twice", tw)
+			refs[tg.RefID] = true
+			if tg.Datasource != nil {
+				require.Equal(t, *p.Datasource, *tg.Datasource, tw)
+			}
+			require.NotEmpty(t, tg.Expr, "%s: no expr", tw)
+			e, vars := grafanaExpr(tg.Expr)
+			use(tw, vars)
+			require.NoError(t, scopedToCluster(e), tw)
+			exprs = append(exprs, expression{where: tw, expr: e})
+		}
+	}
+	return exprs
+}
+
+// scopedToCluster reports a selector without cluster_name=~"$cluster".
+func scopedToCluster(expr string) error {
+	e, err := promqlParser.ParseExpr(expr)
+	if err != nil {
+		return err
+	}
+	var bad error
+	parser.Inspect(e, func(n parser.Node, _ []parser.Node) error {
+		vs, ok := n.(*parser.VectorSelector)
+		if !ok || bad != nil {
+			return nil
+		}
+		for _, m := range vs.LabelMatchers {
+			if m.Name == clusterLabel && m.Type == labels.MatchRegexp && m.Value == grafanaVarValue("cluster") {
+				return nil
+			}
+		}
+		bad = fmt.Errorf("%s: not scoped to %s=~\"$cluster\"", vs, clusterLabel)
+		return nil
+	})
+	return bad
+}
+
+// TestMonitoringDashboards checks every dashboard's structure and that
+// every expression in it parses.
+func TestMonitoringDashboards(t *testing.T) {
+	uids := map[string]string{}
+	for _, file := range dashboardFiles(t) {
+		d := loadDashboard(t, file)
+		require.NotContains(t, uids, d.UID, "%s: uid also in %s", file, uids[d.UID])
+		uids[d.UID] = file
+		for _, e := range dashboardExpressions(t, file) {
+			_, err := promqlParser.ParseExpr(e.expr)
+			require.NoError(t, err, "%s: %s", e.where, e.expr)
+		}
+	}
+	for _, want := range []string{"shardscrape-pipeline.json", "cluster.json", "node.json"} {
+		require.FileExists(t, filepath.Join(dashboardsDir, want))
+	}
+	// The node views select nodes.
+	for _, file := range []string{"cluster.json", "node.json"} {
+		d := loadDashboard(t, filepath.Join(dashboardsDir, file))
+		names := []string{}
+		for _, v := range d.Templating.List {
+			names = append(names, v.Name)
+		}
+		require.Contains(t, names, "node", file)
+	}
+}
+
+// --- metric names against the real binaries ---
+
+// exposition is what one binary's /metrics shows.
+type exposition struct {
+	names   map[string]bool
+	samples testenv.MetricSet
+}
+
+func newExposition(ms testenv.MetricSet) exposition {
+	e := exposition{names: map[string]bool{}, samples: ms}
+	for _, s := range ms {
+		e.names[s.Labels.Get(model.MetricNameLabel)] = true
+	}
+	return e
+}
+
+// has reports whether name is exposed: as is, as a classic histogram's
+// _bucket (its _sum and _count are), or as a histogram used by its own name
+// (native histograms).
+func (e exposition) has(name string) bool {
+	if e.names[name] {
+		return true
+	}
+	base := strings.TrimSuffix(name, "_bucket")
+	return e.names[base+"_sum"] && e.names[base+"_count"]
+}
+
+// hasLabel reports whether some exposed series of name (or its histogram
+// base) has label=value.
+func (e exposition) hasLabel(name, label, value string) bool {
+	base := strings.TrimSuffix(name, "_bucket")
+	for _, s := range e.samples {
+		n := s.Labels.Get(model.MetricNameLabel)
+		if (n == name || n == base+"_sum" || n == base+"_count") && s.Labels.Get(label) == value {
+			return true
+		}
+	}
+	return false
+}
+
+// Labels that the store adds to what a binary exposes (target and external
+// labels), or that are only known after the scrape.
+var storeLabels = map[string]bool{model.MetricNameLabel: true, clusterLabel: true, "instance": true, "job": true}
+
+// lazyMetrics are metric vectors Prometheus's code creates at their first
+// event, with no label values initialized, so a fresh binary does not
+// expose them: name → the file of the Prometheus module that declares them
+// (by the name without its namespace and subsystem), checked in the test.
+var lazyMetrics = map[string]struct{ file, name string }{
+	// A CounterVec by reason (too_old, dropped_series, ...).
+	"prometheus_remote_storage_samples_dropped_total": {"storage/remote/queue_manager.go", `Name:        "samples_dropped_total"`},
+}
+
+// unexposedMetrics returns a problem for every selector of exprs naming a
+// shardscrape_* metric neither binary exposes, a prometheus_* metric the
+// scraper does not expose, a label value (equality matcher) no exposed series
+// of that metric has, or a recording rule's name no rule records.
+func unexposedMetrics(exprs []expression, coord, scraper exposition, recorded map[string]bool) []string {
+	var problems []string
+	for _, x := range exprs {
+		e, err := promqlParser.ParseExpr(x.expr)
+		if err != nil {
+			problems = append(problems, fmt.Sprintf("%s: %v", x.where, err))
+			continue
+		}
+		parser.Inspect(e, func(n parser.Node, _ []parser.Node) error {
+			vs, ok := n.(*parser.VectorSelector)
+			if !ok {
+				return nil
+			}
+			name := vs.Name
+			for _, m := range vs.LabelMatchers {
+				if m.Name == model.MetricNameLabel && m.Type == labels.MatchEqual {
+					name = m.Value
+				}
+			}
+			var in []exposition
+			switch {
+			case strings.HasPrefix(name, "shardscrape_"):
+				in = []exposition{coord, scraper}
+			case strings.HasPrefix(name, "prometheus_"):
+				in = []exposition{scraper}
+			case strings.Contains(name, ":"):
+				if !recorded[name] {
+					problems = append(problems, fmt.Sprintf("%s: %s: no rule records it", x.where, name))
+				}
+				return nil
+			default:
+				return nil
+			}
+			if _, ok := lazyMetrics[name]; ok {
+				return nil
+			}
+			var found *exposition
+			for i := range in {
+				if in[i].has(name) {
+					found = &in[i]
+					break
+				}
+			}
+			if found == nil {
+				problems = append(problems, fmt.Sprintf("%s: %s is not exposed by the binaries", x.where, name))
+				return nil
+			}
+			for _, m := range vs.LabelMatchers {
+				if m.Type != labels.MatchEqual || storeLabels[m.Name] || strings.HasPrefix(m.Value, "__grafana_var_") {
+					continue
+				}
+				if !found.hasLabel(name, m.Name, m.Value) {
+					problems = append(problems, fmt.Sprintf("%s: %s has no series with %s=%q", x.where, name, m.Name, m.Value))
+				}
+			}
+			return nil
+		})
+	}
+	return problems
+}
+
+// startPipeline runs the real coordinator with one static target and a
+// real scraper joined to it, remote-writing to a sink, and returns both
+// /metrics pages once the target is scraped and samples were sent.
+func startPipeline(t *testing.T) (coord, scraper exposition) {
+	t.Helper()
+	dir := t.TempDir()
+
+	target := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = io.WriteString(w, "# TYPE demo_requests_total counter\ndemo_requests_total 1\n")
+	}))
+	t.Cleanup(target.Close)
+	var writes atomic.Int64
+	sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		writes.Add(1)
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	t.Cleanup(sink.Close)
+
+	cfg := filepath.Join(dir, "prometheus.yml")
+	require.NoError(t, os.WriteFile(cfg, []byte(fmt.Sprintf(`global:
+  scrape_interval: 1s
+scrape_configs:
+  - job_name: demo
+    static_configs:
+      - targets: [%q]
+`, strings.TrimPrefix(target.URL, "http://"))), 0o600))
+
+	addr := func() string {
+		a, err := testenv.FreeAddr()
+		require.NoError(t, err)
+		return a
+	}
+	coordWeb, coordGRPC, scraperWeb := addr(), addr(), addr()
+	co := testenv.NewProcess(t, command("coordinator"),
+		"--config.file="+cfg, "--web.listen-address="+coordWeb, "--grpc.listen-address="+coordGRPC,
+		"--storage.path="+filepath.Join(dir, "coordinator"), "--cluster.name=test",
+		"--lease.ttl=3s", "--discovery.update-interval=100ms")
+	require.NoError(t, co.Start())
+	sc := testenv.NewProcess(t, command("scraper"),
+		"--coordinator.address="+coordGRPC, "--worker.id=scraper-0", "--web.listen-address="+scraperWeb,
+		"--storage.path="+filepath.Join(dir, "scraper"), "--remote-write.url="+sink.URL,
+		"--scrape.discovery-reload-interval=50ms",
+		// Alone, the worker has nobody to hand its target to: a drained
+		// Leave would wait for --shutdown.handoff-timeout.
+		"--no-shutdown.leave")
+	require.NoError(t, sc.Start())
+
+	ctx := t.Context()
+	metrics := func(addr string) (testenv.MetricSet, bool) {
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		ms, err := testenv.Metrics(rctx, "http://"+addr+"/metrics")
+		return ms, err == nil
+	}
+	var cms, sms testenv.MetricSet
+	require.Eventually(t, func() bool {
+		require.True(t, co.Running(), "coordinator exited:\n%s", co.Logs())
+		require.True(t, sc.Running(), "scraper exited:\n%s", sc.Logs())
+		var ok bool
+		if cms, ok = metrics(coordWeb); !ok {
+			return false
+		}
+		if sms, ok = metrics(scraperWeb); !ok {
+			return false
+		}
+		assigned, _ := cms.Sum("shardscrape_coordinator_targets_assigned", nil)
+		active, _ := sms.Sum("shardscrape_scraper_targets", map[string]string{"state": "active"})
+		sent, _ := sms.Sum("prometheus_remote_storage_samples_total", nil)
+		return assigned == 1 && active == 1 && sent > 0 && writes.Load() > 0
+	}, 90*time.Second, 100*time.Millisecond, "the pipeline never scraped its target and remote-wrote it")
+	return newExposition(cms), newExposition(sms)
+}
+
+// TestMonitoringMetricsExposed runs the real coordinator and scraper and
+// checks every metric the rules and dashboards use against their /metrics.
+func TestMonitoringMetricsExposed(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the coordinator and scraper binaries")
+	}
+	exprs, recorded := ruleExpressions(t)
+	for _, file := range dashboardFiles(t) {
+		exprs = append(exprs, dashboardExpressions(t, file)...)
+	}
+	coord, scraper := startPipeline(t)
+
+	require.Empty(t, unexposedMetrics(exprs, coord, scraper, recorded))
+	checkLazyMetrics(t, scraper)
+
+	// The check can fail: names, label values and recorded names that do
+	// not exist are reported, as are prometheus_* names only the
+	// coordinator has.
+	bad := []expression{
+		{where: "made-up", expr: `rate(shardscrape_coordinator_no_such_thing_total[5m]) > 0`},
+		{where: "made-up label value", expr: `shardscrape_coordinator_workers{state="WORKER_STATE_ZOMBIE"} > 0`},
+		{where: "made-up histogram", expr: `histogram_quantile(0.9, rate(shardscrape_scraper_targets_bucket[5m]))`},
+		{where: "made-up prometheus", expr: `prometheus_remote_storage_no_such_thing`},
+		{where: "not recorded", expr: `shardscrape:no_such:ratio`},
+	}
+	if name := coordinatorOnlyPrometheusMetric(coord, scraper); name != "" {
+		bad = append(bad, expression{where: "coordinator only", expr: name})
+	}
+	problems := unexposedMetrics(bad, coord, scraper, recorded)
+	require.Len(t, problems, len(bad), "%q", problems)
+	for i, p := range problems {
+		require.True(t, strings.HasPrefix(p, bad[i].where+":"), "%s", p)
+	}
+
+	good := []expression{
+		{where: "histogram bucket", expr: `histogram_quantile(0.9, rate(shardscrape_coordinator_assignment_latency_seconds_bucket[5m]))`},
+		{where: "label value", expr: `shardscrape_scraper_targets{state="incoming", cluster_name="x"}`},
+		{where: "recorded", expr: `shardscrape:coverage:ratio < 1`},
+		{where: "other", expr: `up == 0`},
+	}
+	require.Empty(t, unexposedMetrics(good, coord, scraper, recorded))
+}
+
+// coordinatorOnlyPrometheusMetric returns a prometheus_* name the
+// coordinator exposes and the scraper does not (discovery runs in both, so
+// there may be none).
+func coordinatorOnlyPrometheusMetric(coord, scraper exposition) string {
+	for n := range coord.names {
+		if strings.HasPrefix(n, "prometheus_") && !scraper.has(n) {
+			return n
+		}
+	}
+	return ""
+}
+
+// checkLazyMetrics: every lazily created metric is still declared where
+// lazyMetrics says, and is indeed not exposed yet (else it needs no entry).
+func checkLazyMetrics(t *testing.T, scraper exposition) {
+	t.Helper()
+	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/prometheus/prometheus").Output()
+	require.NoError(t, err)
+	dir := strings.TrimSpace(string(out))
+	for name, decl := range lazyMetrics {
+		src, err := os.ReadFile(filepath.Join(dir, decl.file))
+		require.NoError(t, err, name)
+		require.Contains(t, string(src), decl.name, "%s: no longer declared in prometheus/%s", name, decl.file)
+		require.False(t, scraper.has(name), "%s is exposed from the start now: drop it from lazyMetrics", name)
+	}
+}
