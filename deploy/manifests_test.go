@@ -1121,3 +1121,85 @@ func TestChecksCatchBrokenManifests(t *testing.T) {
 		})
 	}
 }
+
+// TestREADME checks the commands of deploy/README.md against the manifests:
+// the kustomizations it applies exist, the Secret it creates has the keys
+// the pods mount, and its shardctl command uses flags shardctl has and the
+// admin token file the coordinator mounts.
+func TestREADME(t *testing.T) {
+	dir := deployDir(t)
+	readme, err := os.ReadFile(filepath.Join(dir, "README.md"))
+	require.NoError(t, err)
+	shardctl := binaryFlags(t)["shardctl"]
+	base := build{name: "base", objs: render(t, filepath.Join(dir, "base"))}
+	coord := shardscrapeContainers(base)["coordinator"]
+	require.Len(t, coord, 1)
+	dep := only[*appsv1.Deployment](t, base)
+
+	// mounted returns the Secret key a file path of the coordinator is.
+	mounted := func(file string) (secret, key string) {
+		for _, m := range coord[0].VolumeMounts {
+			if filepath.Dir(file) != m.MountPath {
+				continue
+			}
+			for _, v := range dep.Spec.Template.Spec.Volumes {
+				if v.Name == m.Name && v.Secret != nil {
+					for _, it := range v.Secret.Items {
+						if it.Path == filepath.Base(file) {
+							return v.Secret.SecretName, it.Key
+						}
+					}
+				}
+			}
+		}
+		return "", ""
+	}
+
+	var applied, secrets, shardctls int
+	for line := range strings.Lines(string(readme)) {
+		line = strings.TrimSpace(line)
+		if !strings.HasPrefix(line, "kubectl ") {
+			continue
+		}
+		fields := strings.Fields(line)
+		switch {
+		case strings.Contains(line, " apply -k "):
+			applied++
+			k := strings.TrimPrefix(fields[slices.Index(fields, "-k")+1], "deploy/")
+			require.Contains(t, kustomizations, k, line)
+		case strings.Contains(line, " create secret generic "):
+			secrets++
+			name := fields[slices.Index(fields, "generic")+1]
+			keys, ok := userSecrets[name]
+			require.True(t, ok, "README creates secret %q the manifests do not mount", name)
+			for _, k := range keys {
+				require.Contains(t, line, "--from-literal="+k+"=", line)
+			}
+		case strings.Contains(line, " shardctl "):
+			shardctls++
+			for _, f := range fields[slices.Index(fields, "shardctl")+1:] {
+				if !strings.HasPrefix(f, "--") {
+					continue
+				}
+				name, value, _ := strings.Cut(strings.TrimPrefix(f, "--"), "=")
+				require.Contains(t, shardctl, name, line)
+				if name == "coordinator.auth-token-file" {
+					secret, key := mounted(value)
+					require.Equal(t, "shardscrape-auth", secret, "%s is no shardscrape-auth key the coordinator mounts", value)
+					require.Equal(t, "admin-token", key, value)
+				}
+				if name == "coordinator.address" {
+					host, port, _ := strings.Cut(value, ":")
+					svc := find[*corev1.Service](base, "shardscrape", host)
+					require.NotNil(t, svc, value)
+					require.True(t, slices.ContainsFunc(svc.Spec.Ports, func(p corev1.ServicePort) bool {
+						return fmt.Sprint(p.Port) == port && p.Name == "grpc"
+					}), value)
+				}
+			}
+		}
+	}
+	require.Equal(t, 2, applied, "install and second-cluster apply commands")
+	require.Equal(t, 2, secrets)
+	require.Equal(t, 2, shardctls)
+}
