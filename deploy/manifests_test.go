@@ -269,6 +269,7 @@ func TestKustomizeBuilds(t *testing.T) {
 				{"rbac", checkRBAC},
 				{"grace", func(b build) []error { return checkGrace(b, flags) }},
 				{"remote-write", checkRemoteWrite},
+				{"wiring", checkWiring},
 			} {
 				t.Run(c.name, func(t *testing.T) {
 					require.Empty(t, c.check(b))
@@ -725,6 +726,61 @@ func cmp(s, def string) string {
 	return s
 }
 
+// checkWiring: the workers' --coordinator.address is a Service port whose
+// target is the coordinator's --grpc.listen-address, and the address a
+// worker advertises (--web.external-address) is its pod's name under the
+// StatefulSet's headless Service, at the port it listens on.
+func checkWiring(b build) []error {
+	var errs []error
+	port := func(addr string) string {
+		_, p, _ := strings.Cut(addr, ":")
+		return p
+	}
+	for _, sts := range all[*appsv1.StatefulSet](b) {
+		for _, c := range sts.Spec.Template.Spec.Containers {
+			if len(c.Command) == 0 || path.Base(c.Command[0]) != "scraper" {
+				continue
+			}
+			v := flagValues(c)
+			addr := strings.Join(v["coordinator.address"], ",")
+			host, svcPort, _ := strings.Cut(strings.TrimPrefix(addr, "dns:///"), ":")
+			svcName, ns, _ := strings.Cut(host, ".")
+			if ns = strings.TrimSuffix(ns, ".svc"); ns == "" {
+				ns = sts.Namespace
+			}
+			svc := find[*corev1.Service](b, ns, svcName)
+			if svc == nil {
+				errs = append(errs, fmt.Errorf("%s: --coordinator.address=%s is no Service of the build", sts.Name, addr))
+				continue
+			}
+			i := slices.IndexFunc(svc.Spec.Ports, func(p corev1.ServicePort) bool { return fmt.Sprint(p.Port) == svcPort })
+			if i < 0 {
+				errs = append(errs, fmt.Errorf("%s: --coordinator.address=%s: service %s has no port %s", sts.Name, addr, svc.Name, svcPort))
+				continue
+			}
+			sp := svc.Spec.Ports[i]
+			for _, p := range selecting(b, svc.Namespace, labels.SelectorFromSet(svc.Spec.Selector)) {
+				for _, cc := range p.tmpl.Spec.Containers {
+					listen := strings.Join(flagValues(cc)["grpc.listen-address"], ",")
+					for _, cp := range cc.Ports {
+						if (sp.TargetPort.Type == intstr.String && cp.Name == sp.TargetPort.StrVal) || cp.ContainerPort == sp.TargetPort.IntVal {
+							if fmt.Sprint(cp.ContainerPort) != port(listen) {
+								errs = append(errs, fmt.Errorf("%s: service %s port %s reaches container port %d, the coordinator listens on gRPC at %q", p, svc.Name, sp.Name, cp.ContainerPort, listen))
+							}
+						}
+					}
+				}
+			}
+			ext := expandEnv(c, strings.Join(v["web.external-address"], ","))
+			want := "pod-0." + sts.Spec.ServiceName + "."
+			if ext == "" || !strings.HasPrefix(ext, want) || port(ext) != port(strings.Join(v["web.listen-address"], ",")) {
+				errs = append(errs, fmt.Errorf("%s: --web.external-address=%s is not <pod>.%s...:<listen port>", sts.Name, ext, sts.Spec.ServiceName))
+			}
+		}
+	}
+	return errs
+}
+
 // promConfig returns the prometheus.yml of the coordinator's config map.
 func promConfig(b build) (string, bool) {
 	for _, cm := range all[*corev1.ConfigMap](b) {
@@ -1027,6 +1083,7 @@ func TestChecksCatchBrokenManifests(t *testing.T) {
 		"rbac":         checkRBAC,
 		"grace":        func(b build) []error { return checkGrace(b, flags) },
 		"remote-write": checkRemoteWrite,
+		"wiring":       checkWiring,
 		"config-check": func(b build) []error { return checkCoordinatorConfig(b, t.TempDir()) },
 	}
 	for _, tc := range []struct {
@@ -1092,6 +1149,15 @@ func TestChecksCatchBrokenManifests(t *testing.T) {
 		}},
 		{"grace period", vm, "grace", "does not exceed", func(b build) {
 			setArg(container(b, "scraper"), "storage.remote.flush-deadline", "2m")
+		}},
+		{"coordinator address", vm, "wiring", "shardscrape-coordinatr", func(b build) {
+			setArg(container(b, "scraper"), "coordinator.address", "shardscrape-coordinatr:9094")
+		}},
+		{"coordinator grpc port", vm, "wiring", "9095", func(b build) {
+			setArg(container(b, "coordinator"), "grpc.listen-address", ":9095")
+		}},
+		{"advertised address", vm, "wiring", "not <pod>.shardscrape-scraper", func(b build) {
+			setArg(container(b, "scraper"), "web.external-address", "$(POD_NAME):9095")
 		}},
 		{"remote-write receiver", vm, "remote-write", "victoria", func(b build) {
 			setArg(container(b, "scraper"), "remote-write.receiver", "victoria")
