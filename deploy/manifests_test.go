@@ -100,8 +100,8 @@ func decodeStrict(data []byte) ([]runtime.Object, error) {
 	}
 }
 
-// render runs `kustomize build dir` and decodes its output strictly.
-func render(t *testing.T, dir string) []runtime.Object {
+// renderKustomization runs `kustomize build dir` and decodes its output strictly.
+func renderKustomization(t *testing.T, dir string) []runtime.Object {
 	t.Helper()
 	cmd := exec.Command(testenv.Binary(t, "kustomize"), "build", dir)
 	var stderr bytes.Buffer
@@ -247,8 +247,8 @@ spec:
 	require.Len(t, objs, 1)
 }
 
-// build is one rendered kustomization.
-type build struct {
+// rendering is one rendered kustomization.
+type rendering struct {
 	name string
 	objs []runtime.Object
 }
@@ -257,17 +257,17 @@ func TestKustomizeBuilds(t *testing.T) {
 	flags := binaryFlags(t)
 	for _, k := range kustomizations {
 		t.Run(k, func(t *testing.T) {
-			b := build{name: k, objs: render(t, filepath.Join(deployDir(t), k))}
+			b := rendering{name: k, objs: renderKustomization(t, filepath.Join(deployDir(t), k))}
 			for _, c := range []struct {
 				name  string
-				check func(build) []error
+				check func(rendering) []error
 			}{
 				{"selectors", checkSelectors},
 				{"ports", checkPorts},
 				{"references", checkReferences},
-				{"flags", func(b build) []error { return checkFlags(b, flags) }},
+				{"flags", func(b rendering) []error { return checkFlags(b, flags) }},
 				{"rbac", checkRBAC},
-				{"grace", func(b build) []error { return checkGrace(b, flags) }},
+				{"grace", func(b rendering) []error { return checkGrace(b, flags) }},
 				{"remote-write", checkRemoteWrite},
 				{"wiring", checkWiring},
 			} {
@@ -287,11 +287,11 @@ func TestOverlays(t *testing.T) {
 	dir := deployDir(t)
 	urls := map[string]string{}
 	for _, k := range kustomizations[:4] {
-		b := build{name: k, objs: render(t, filepath.Join(dir, k))}
-		sts := only[*appsv1.StatefulSet](t, b)
+		b := rendering{name: k, objs: renderKustomization(t, filepath.Join(dir, k))}
+		sts := onlyObject[*appsv1.StatefulSet](t, b)
 		args := flagValues(sts.Spec.Template.Spec.Containers[0])
 		urls[k] = strings.Join(args["remote-write.url"], ",")
-		dep := only[*appsv1.Deployment](t, b)
+		dep := onlyObject[*appsv1.Deployment](t, b)
 		require.Equal(t, map[string]string{
 			"base":                     "cluster-1",
 			"overlays/victoriametrics": "cluster-1",
@@ -311,8 +311,8 @@ func TestOverlays(t *testing.T) {
 	}, urls)
 }
 
-// only returns the single object of type T in b.
-func only[T runtime.Object](t *testing.T, b build) T {
+// onlyObject returns the single object of type T in b.
+func onlyObject[T runtime.Object](t *testing.T, b rendering) T {
 	t.Helper()
 	var found []T
 	for _, o := range b.objs {
@@ -333,7 +333,7 @@ type podTemplate struct {
 
 func (p podTemplate) String() string { return p.kind + " " + p.namespace + "/" + p.name }
 
-func podTemplates(b build) []podTemplate {
+func podTemplates(b rendering) []podTemplate {
 	var out []podTemplate
 	for _, o := range b.objs {
 		switch w := o.(type) {
@@ -349,7 +349,7 @@ func podTemplates(b build) []podTemplate {
 }
 
 // selecting returns the pod templates of namespace ns a selector selects.
-func selecting(b build, ns string, sel labels.Selector) []podTemplate {
+func selecting(b rendering, ns string, sel labels.Selector) []podTemplate {
 	var out []podTemplate
 	for _, p := range podTemplates(b) {
 		if p.namespace == ns && sel.Matches(labels.Set(p.tmpl.Labels)) {
@@ -362,7 +362,7 @@ func selecting(b build, ns string, sel labels.Selector) []podTemplate {
 // checkSelectors: every workload selects its own pod template, every
 // Service selector and PDB selector selects some pod template, and a
 // StatefulSet's serviceName is a headless Service selecting it.
-func checkSelectors(b build) []error {
+func checkSelectors(b rendering) []error {
 	var errs []error
 	for _, p := range podTemplates(b) {
 		sel, err := metav1.LabelSelectorAsSelector(p.selector)
@@ -391,7 +391,7 @@ func checkSelectors(b build) []error {
 				errs = append(errs, fmt.Errorf("pdb %s: selector %s selects no pod template", v.Name, sel))
 			}
 		case *appsv1.StatefulSet:
-			svc := find[*corev1.Service](b, v.Namespace, v.Spec.ServiceName)
+			svc := findObject[*corev1.Service](b, v.Namespace, v.Spec.ServiceName)
 			switch {
 			case svc == nil:
 				errs = append(errs, fmt.Errorf("statefulset %s: serviceName %q is no Service", v.Name, v.Spec.ServiceName))
@@ -405,12 +405,12 @@ func checkSelectors(b build) []error {
 	return errs
 }
 
-// find returns the object of type T named ns/name, or the zero T.
-func find[T interface {
+// findObject returns the object of type T named ns/name, or the zero T.
+func findObject[T interface {
 	runtime.Object
 	GetName() string
 	GetNamespace() string
-}](b build, ns, name string) T {
+}](b rendering, ns, name string) T {
 	for _, o := range b.objs {
 		if v, ok := o.(T); ok && v.GetName() == name && v.GetNamespace() == ns {
 			return v
@@ -432,7 +432,7 @@ func portMatches(c corev1.Container, port intstr.IntOrString) bool {
 
 // checkPorts: probes name ports of their container; Service targetPorts
 // name a port of every pod template the Service selects.
-func checkPorts(b build) []error {
+func checkPorts(b rendering) []error {
 	var errs []error
 	for _, p := range podTemplates(b) {
 		for _, c := range p.tmpl.Spec.Containers {
@@ -466,7 +466,7 @@ func checkPorts(b build) []error {
 			}
 		}
 	}
-	for _, svc := range all[*corev1.Service](b) {
+	for _, svc := range objectsOf[*corev1.Service](b) {
 		for _, p := range selecting(b, svc.Namespace, labels.SelectorFromSet(svc.Spec.Selector)) {
 			for _, sp := range svc.Spec.Ports {
 				if !slices.ContainsFunc(p.tmpl.Spec.Containers, func(c corev1.Container) bool { return portMatches(c, sp.TargetPort) }) {
@@ -478,7 +478,7 @@ func checkPorts(b build) []error {
 	return errs
 }
 
-func all[T runtime.Object](b build) []T {
+func objectsOf[T runtime.Object](b rendering) []T {
 	var out []T
 	for _, o := range b.objs {
 		if v, ok := o.(T); ok {
@@ -492,22 +492,22 @@ func all[T runtime.Object](b build) []T {
 // template uses exist in the build (or are the operator's own Secret, with
 // the keys mounted), and every $(VAR) in command and args is a variable of
 // the container.
-func checkReferences(b build) []error {
+func checkReferences(b rendering) []error {
 	var errs []error
 	for _, p := range podTemplates(b) {
 		spec := p.tmpl.Spec
-		if sa := spec.ServiceAccountName; sa != "" && find[*corev1.ServiceAccount](b, p.namespace, sa) == nil {
+		if sa := spec.ServiceAccountName; sa != "" && findObject[*corev1.ServiceAccount](b, p.namespace, sa) == nil {
 			errs = append(errs, fmt.Errorf("%s: service account %q not in the build", p, sa))
 		}
 		for _, v := range spec.Volumes {
 			switch {
 			case v.ConfigMap != nil:
-				if find[*corev1.ConfigMap](b, p.namespace, v.ConfigMap.Name) == nil {
+				if findObject[*corev1.ConfigMap](b, p.namespace, v.ConfigMap.Name) == nil {
 					errs = append(errs, fmt.Errorf("%s: volume %s: config map %q not in the build", p, v.Name, v.ConfigMap.Name))
 				}
 			case v.Secret != nil:
 				keys, user := userSecrets[v.Secret.SecretName]
-				if !user && find[*corev1.Secret](b, p.namespace, v.Secret.SecretName) == nil {
+				if !user && findObject[*corev1.Secret](b, p.namespace, v.Secret.SecretName) == nil {
 					errs = append(errs, fmt.Errorf("%s: volume %s: secret %q neither in the build nor created by hand", p, v.Name, v.Secret.SecretName))
 				}
 				for _, it := range v.Secret.Items {
@@ -596,7 +596,7 @@ func binaryFlags(t *testing.T) map[string]map[string]flagSpec {
 
 // shardscrapeContainers returns the containers running a shardscrape
 // binary, by binary.
-func shardscrapeContainers(b build) map[string][]corev1.Container {
+func shardscrapeContainers(b rendering) map[string][]corev1.Container {
 	out := map[string][]corev1.Container{}
 	for _, p := range podTemplates(b) {
 		for _, c := range p.tmpl.Spec.Containers {
@@ -611,7 +611,7 @@ func shardscrapeContainers(b build) map[string][]corev1.Container {
 // checkFlags: every argument of a shardscrape container is --name=value for
 // a flag the binary takes a value for, or --name / --no-name for a boolean
 // flag.
-func checkFlags(b build, flags map[string]map[string]flagSpec) []error {
+func checkFlags(b rendering, flags map[string]map[string]flagSpec) []error {
 	var errs []error
 	for bin, cs := range shardscrapeContainers(b) {
 		for _, c := range cs {
@@ -663,9 +663,9 @@ func parseDuration(s string) (time.Duration, error) {
 // checkGrace: a scraper pod's grace period covers its whole bounded
 // shutdown: the handoff (Leave), then the wait for remote write to catch up
 // and the queues' flush on close, each bounded by the flush deadline.
-func checkGrace(b build, flags map[string]map[string]flagSpec) []error {
+func checkGrace(b rendering, flags map[string]map[string]flagSpec) []error {
 	var errs []error
-	for _, sts := range all[*appsv1.StatefulSet](b) {
+	for _, sts := range objectsOf[*appsv1.StatefulSet](b) {
 		for _, c := range sts.Spec.Template.Spec.Containers {
 			if len(c.Command) == 0 || path.Base(c.Command[0]) != "scraper" {
 				continue
@@ -694,7 +694,7 @@ func checkGrace(b build, flags map[string]map[string]flagSpec) []error {
 
 // checkRemoteWrite: the workers' --remote-write.* flags make a valid
 // remotewrite.Endpoint, one per URL.
-func checkRemoteWrite(b build) []error {
+func checkRemoteWrite(b rendering) []error {
 	var errs []error
 	for _, c := range shardscrapeContainers(b)["scraper"] {
 		v := flagValues(c)
@@ -704,7 +704,7 @@ func checkRemoteWrite(b build) []error {
 			}
 			return v[name][len(v[name])-1]
 		}
-		recv, err := remotewrite.ParseReceiver(cmp(last("remote-write.receiver"), "victoriametrics"))
+		recv, err := remotewrite.ParseReceiver(orDefault(last("remote-write.receiver"), "victoriametrics"))
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -719,7 +719,7 @@ func checkRemoteWrite(b build) []error {
 	return errs
 }
 
-func cmp(s, def string) string {
+func orDefault(s, def string) string {
 	if s == "" {
 		return def
 	}
@@ -730,13 +730,13 @@ func cmp(s, def string) string {
 // target is the coordinator's --grpc.listen-address, and the address a
 // worker advertises (--web.external-address) is its pod's name under the
 // StatefulSet's headless Service, at the port it listens on.
-func checkWiring(b build) []error {
+func checkWiring(b rendering) []error {
 	var errs []error
 	port := func(addr string) string {
 		_, p, _ := strings.Cut(addr, ":")
 		return p
 	}
-	for _, sts := range all[*appsv1.StatefulSet](b) {
+	for _, sts := range objectsOf[*appsv1.StatefulSet](b) {
 		for _, c := range sts.Spec.Template.Spec.Containers {
 			if len(c.Command) == 0 || path.Base(c.Command[0]) != "scraper" {
 				continue
@@ -748,7 +748,7 @@ func checkWiring(b build) []error {
 			if ns = strings.TrimSuffix(ns, ".svc"); ns == "" {
 				ns = sts.Namespace
 			}
-			svc := find[*corev1.Service](b, ns, svcName)
+			svc := findObject[*corev1.Service](b, ns, svcName)
 			if svc == nil {
 				errs = append(errs, fmt.Errorf("%s: --coordinator.address=%s is no Service of the build", sts.Name, addr))
 				continue
@@ -782,8 +782,8 @@ func checkWiring(b build) []error {
 }
 
 // promConfig returns the prometheus.yml of the coordinator's config map.
-func promConfig(b build) (string, bool) {
-	for _, cm := range all[*corev1.ConfigMap](b) {
+func promConfig(b rendering) (string, bool) {
+	for _, cm := range objectsOf[*corev1.ConfigMap](b) {
 		if s, ok := cm.Data["prometheus.yml"]; ok {
 			return s, true
 		}
@@ -794,7 +794,7 @@ func promConfig(b build) (string, bool) {
 // checkCoordinatorConfig runs `coordinator --config.check` with the
 // manifest's own arguments (so the binary parses every flag value) on the
 // config map's prometheus.yml, written into dir.
-func checkCoordinatorConfig(b build, dir string) []error {
+func checkCoordinatorConfig(b rendering, dir string) []error {
 	cs := shardscrapeContainers(b)["coordinator"]
 	if len(cs) == 0 {
 		return nil
@@ -824,13 +824,13 @@ func checkCoordinatorConfig(b build, dir string) []error {
 	return errs
 }
 
-// access is what an RBAC rule grants: verb on group/resource (or a
+// rbacAccess is what an RBAC rule grants: verb on group/resource (or a
 // non-resource URL), optionally one object name.
-type access struct {
+type rbacAccess struct {
 	verb, group, resource, name, url string
 }
 
-func (a access) String() string {
+func (a rbacAccess) String() string {
 	if a.url != "" {
 		return a.verb + " " + a.url
 	}
@@ -844,10 +844,12 @@ func (a access) String() string {
 	return s
 }
 
-func has(list []string, v string) bool { return slices.Contains(list, v) || slices.Contains(list, "*") }
+func listHas(list []string, v string) bool {
+	return slices.Contains(list, v) || slices.Contains(list, "*")
+}
 
-func ruleAllows(r rbacv1.PolicyRule, a access) bool {
-	if !has(r.Verbs, a.verb) {
+func ruleAllows(r rbacv1.PolicyRule, a rbacAccess) bool {
+	if !listHas(r.Verbs, a.verb) {
 		return false
 	}
 	if a.url != "" {
@@ -855,13 +857,13 @@ func ruleAllows(r rbacv1.PolicyRule, a access) bool {
 			return u == a.url || (strings.HasSuffix(u, "*") && strings.HasPrefix(a.url, strings.TrimSuffix(u, "*")))
 		})
 	}
-	return has(r.APIGroups, a.group) && has(r.Resources, a.resource) &&
+	return listHas(r.APIGroups, a.group) && listHas(r.Resources, a.resource) &&
 		(len(r.ResourceNames) == 0 || (a.name != "" && slices.Contains(r.ResourceNames, a.name)))
 }
 
-// allowed reports whether service account ns/sa may do a, cluster-wide
+// rbacAllowed reports whether service account ns/sa may do a, cluster-wide
 // (cluster=true: ClusterRoleBindings only) or in namespace ns.
-func allowed(b build, ns, sa string, a access, cluster bool) bool {
+func rbacAllowed(b rendering, ns, sa string, a rbacAccess, cluster bool) bool {
 	subject := func(ss []rbacv1.Subject) bool {
 		return slices.ContainsFunc(ss, func(s rbacv1.Subject) bool {
 			return s.Kind == rbacv1.ServiceAccountKind && s.Name == sa && s.Namespace == ns
@@ -870,24 +872,24 @@ func allowed(b build, ns, sa string, a access, cluster bool) bool {
 	rules := func(ref rbacv1.RoleRef, roleNS string) []rbacv1.PolicyRule {
 		switch ref.Kind {
 		case "ClusterRole":
-			if r := find[*rbacv1.ClusterRole](b, "", ref.Name); r != nil {
+			if r := findObject[*rbacv1.ClusterRole](b, "", ref.Name); r != nil {
 				return r.Rules
 			}
 		case "Role":
-			if r := find[*rbacv1.Role](b, roleNS, ref.Name); r != nil {
+			if r := findObject[*rbacv1.Role](b, roleNS, ref.Name); r != nil {
 				return r.Rules
 			}
 		}
 		return nil
 	}
 	var granted []rbacv1.PolicyRule
-	for _, crb := range all[*rbacv1.ClusterRoleBinding](b) {
+	for _, crb := range objectsOf[*rbacv1.ClusterRoleBinding](b) {
 		if subject(crb.Subjects) {
 			granted = append(granted, rules(crb.RoleRef, "")...)
 		}
 	}
 	if !cluster {
-		for _, rb := range all[*rbacv1.RoleBinding](b) {
+		for _, rb := range objectsOf[*rbacv1.RoleBinding](b) {
 			if rb.Namespace == ns && subject(rb.Subjects) {
 				granted = append(granted, rules(rb.RoleRef, ns)...)
 			}
@@ -898,7 +900,7 @@ func allowed(b build, ns, sa string, a access, cluster bool) bool {
 
 // sdAccess maps a kubernetes_sd_configs role to the list/watch grants
 // Prometheus's discovery needs for it.
-func sdAccess(sd *kubernetes.SDConfig) []access {
+func sdAccess(sd *kubernetes.SDConfig) []rbacAccess {
 	var res [][2]string // group, resource
 	switch sd.Role {
 	case kubernetes.RoleNode:
@@ -917,10 +919,10 @@ func sdAccess(sd *kubernetes.SDConfig) []access {
 	if sd.AttachMetadata.Node {
 		res = append(res, [2]string{"", "nodes"})
 	}
-	var out []access
+	var out []rbacAccess
 	for _, r := range res {
 		for _, verb := range []string{"list", "watch"} {
-			out = append(out, access{verb: verb, group: r[0], resource: r[1]})
+			out = append(out, rbacAccess{verb: verb, group: r[0], resource: r[1]})
 		}
 	}
 	return out
@@ -947,10 +949,10 @@ var kubeStateMetricsResources = map[string]string{
 // the service account token (the API server's /metrics, kubelets through
 // the API server proxy or directly); kube-state-metrics may list and watch
 // every resource it is told to.
-func checkRBAC(b build) []error {
+func checkRBAC(b rendering) []error {
 	var errs []error
-	need := func(ns, sa string, a access, cluster bool, why string) {
-		if !allowed(b, ns, sa, a, cluster) {
+	need := func(ns, sa string, a rbacAccess, cluster bool, why string) {
+		if !rbacAllowed(b, ns, sa, a, cluster) {
 			errs = append(errs, fmt.Errorf("service account %s/%s may not %s (%s)", ns, sa, a, why))
 		}
 	}
@@ -966,9 +968,9 @@ func checkRBAC(b build) []error {
 				}
 				if slices.Contains(c.Args, "--leader-election.enabled") {
 					for _, verb := range []string{"get", "update"} {
-						need(p.namespace, p.tmpl.Spec.ServiceAccountName, access{verb: verb, group: "coordination.k8s.io", resource: "leases", name: lease}, false, "leader election")
+						need(p.namespace, p.tmpl.Spec.ServiceAccountName, rbacAccess{verb: verb, group: "coordination.k8s.io", resource: "leases", name: lease}, false, "leader election")
 					}
-					need(p.namespace, p.tmpl.Spec.ServiceAccountName, access{verb: "create", group: "coordination.k8s.io", resource: "leases"}, false, "leader election")
+					need(p.namespace, p.tmpl.Spec.ServiceAccountName, rbacAccess{verb: "create", group: "coordination.k8s.io", resource: "leases"}, false, "leader election")
 				}
 			}
 			if len(c.Command) > 0 && path.Base(c.Command[0]) == "scraper" {
@@ -982,7 +984,7 @@ func checkRBAC(b build) []error {
 						continue
 					}
 					for _, verb := range []string{"list", "watch"} {
-						need(p.namespace, p.tmpl.Spec.ServiceAccountName, access{verb: verb, group: group, resource: res}, true, "kube-state-metrics --resources")
+						need(p.namespace, p.tmpl.Spec.ServiceAccountName, rbacAccess{verb: verb, group: group, resource: res}, true, "kube-state-metrics --resources")
 					}
 				}
 			}
@@ -1018,17 +1020,17 @@ func checkRBAC(b build) []error {
 			if sc.HTTPClientConfig.Authorization == nil || sc.HTTPClientConfig.Authorization.CredentialsFile != saTokenFile {
 				continue
 			}
-			var wants []access
+			var wants []rbacAccess
 			proxied := slices.ContainsFunc(sc.RelabelConfigs, func(r *relabel.Config) bool {
 				return r.TargetLabel == model.MetricsPathLabel && strings.Contains(r.Replacement, "/proxy/")
 			})
 			switch {
 			case proxied:
-				wants = append(wants, access{verb: "get", resource: "nodes/proxy"})
+				wants = append(wants, rbacAccess{verb: "get", resource: "nodes/proxy"})
 			case sd.Role == kubernetes.RoleNode:
-				wants = append(wants, access{verb: "get", resource: "nodes/metrics"})
+				wants = append(wants, rbacAccess{verb: "get", resource: "nodes/metrics"})
 			default:
-				wants = append(wants, access{verb: "get", url: "/metrics"})
+				wants = append(wants, rbacAccess{verb: "get", url: "/metrics"})
 			}
 			for _, a := range wants {
 				for _, p := range scraper {
@@ -1045,10 +1047,10 @@ func checkRBAC(b build) []error {
 func TestChecksCatchBrokenManifests(t *testing.T) {
 	dir := deployDir(t)
 	flags := binaryFlags(t)
-	vm := render(t, filepath.Join(dir, "overlays/victoriametrics"))
-	exporters := render(t, filepath.Join(dir, "exporters"))
+	vm := renderKustomization(t, filepath.Join(dir, "overlays/victoriametrics"))
+	exporters := renderKustomization(t, filepath.Join(dir, "exporters"))
 
-	container := func(b build, bin string) *corev1.Container {
+	container := func(b rendering, bin string) *corev1.Container {
 		for _, p := range podTemplates(b) {
 			for i, c := range p.tmpl.Spec.Containers {
 				if len(c.Command) > 0 && c.Command[0] == bin {
@@ -1068,113 +1070,113 @@ func TestChecksCatchBrokenManifests(t *testing.T) {
 		}
 		c.Args = append(c.Args, "--"+name+"="+value)
 	}
-	dropRule := func(b build, role, resource string) {
-		cr := find[*rbacv1.ClusterRole](b, "", role)
+	dropRule := func(b rendering, role, resource string) {
+		cr := findObject[*rbacv1.ClusterRole](b, "", role)
 		require.NotNil(t, cr, role)
 		for i := range cr.Rules {
 			cr.Rules[i].Resources = slices.DeleteFunc(cr.Rules[i].Resources, func(r string) bool { return r == resource })
 		}
 	}
-	checks := map[string]func(build) []error{
+	checks := map[string]func(rendering) []error{
 		"selectors":    checkSelectors,
 		"ports":        checkPorts,
 		"references":   checkReferences,
-		"flags":        func(b build) []error { return checkFlags(b, flags) },
+		"flags":        func(b rendering) []error { return checkFlags(b, flags) },
 		"rbac":         checkRBAC,
-		"grace":        func(b build) []error { return checkGrace(b, flags) },
+		"grace":        func(b rendering) []error { return checkGrace(b, flags) },
 		"remote-write": checkRemoteWrite,
 		"wiring":       checkWiring,
-		"config-check": func(b build) []error { return checkCoordinatorConfig(b, t.TempDir()) },
+		"config-check": func(b rendering) []error { return checkCoordinatorConfig(b, t.TempDir()) },
 	}
 	for _, tc := range []struct {
 		name   string
 		from   []runtime.Object
 		check  string
 		want   string // in one of the errors
-		mutate func(b build)
+		mutate func(b rendering)
 	}{
-		{"unknown flag", vm, "flags", "--scrape.fake-flag", func(b build) {
+		{"unknown flag", vm, "flags", "--scrape.fake-flag", func(b rendering) {
 			c := container(b, "scraper")
 			c.Args = append(c.Args, "--scrape.fake-flag=1")
 		}},
-		{"value flag without value", vm, "flags", "--cluster.name needs =value", func(b build) {
+		{"value flag without value", vm, "flags", "--cluster.name needs =value", func(b rendering) {
 			c := container(b, "coordinator")
 			c.Args = append(c.Args, "--cluster.name")
 		}},
-		{"boolean flag with a value", vm, "flags", "boolean flag", func(b build) {
+		{"boolean flag with a value", vm, "flags", "boolean flag", func(b rendering) {
 			c := container(b, "coordinator")
 			c.Args = append(c.Args, "--leader-election.enabled=true")
 		}},
-		{"workload selector", vm, "selectors", "does not match its pod labels", func(b build) {
-			only[*appsv1.StatefulSet](t, b).Spec.Template.Labels["app.kubernetes.io/component"] = "scrapper"
+		{"workload selector", vm, "selectors", "does not match its pod labels", func(b rendering) {
+			onlyObject[*appsv1.StatefulSet](t, b).Spec.Template.Labels["app.kubernetes.io/component"] = "scrapper"
 		}},
-		{"service selector", vm, "selectors", "selects no pod template", func(b build) {
-			find[*corev1.Service](b, "shardscrape", "shardscrape-coordinator").Spec.Selector["app.kubernetes.io/component"] = "coordinatr"
+		{"service selector", vm, "selectors", "selects no pod template", func(b rendering) {
+			findObject[*corev1.Service](b, "shardscrape", "shardscrape-coordinator").Spec.Selector["app.kubernetes.io/component"] = "coordinatr"
 		}},
-		{"pdb selector", vm, "selectors", "pdb shardscrape-scraper", func(b build) {
-			only[*policyv1.PodDisruptionBudget](t, b).Spec.Selector.MatchLabels["app.kubernetes.io/name"] = "other"
+		{"pdb selector", vm, "selectors", "pdb shardscrape-scraper", func(b rendering) {
+			onlyObject[*policyv1.PodDisruptionBudget](t, b).Spec.Selector.MatchLabels["app.kubernetes.io/name"] = "other"
 		}},
-		{"service target port", vm, "ports", "targetPort grcp", func(b build) {
-			svc := find[*corev1.Service](b, "shardscrape", "shardscrape-coordinator")
+		{"service target port", vm, "ports", "targetPort grcp", func(b rendering) {
+			svc := findObject[*corev1.Service](b, "shardscrape", "shardscrape-coordinator")
 			svc.Spec.Ports[0].TargetPort = intstr.FromString("grcp")
 		}},
-		{"probe port", vm, "ports", "readiness probe port htpp", func(b build) {
+		{"probe port", vm, "ports", "readiness probe port htpp", func(b rendering) {
 			container(b, "scraper").ReadinessProbe.HTTPGet.Port = intstr.FromString("htpp")
 		}},
-		{"undefined env reference", vm, "references", "$(POD_NAM)", func(b build) {
+		{"undefined env reference", vm, "references", "$(POD_NAM)", func(b rendering) {
 			setArg(container(b, "scraper"), "worker.id", "$(POD_NAM)")
 		}},
-		{"secret not rendered", vm, "references", "shardscrape-objstor", func(b build) {
-			d := only[*appsv1.Deployment](t, b)
+		{"secret not rendered", vm, "references", "shardscrape-objstor", func(b rendering) {
+			d := onlyObject[*appsv1.Deployment](t, b)
 			for i, v := range d.Spec.Template.Spec.Volumes {
 				if v.Secret != nil && strings.HasPrefix(v.Secret.SecretName, "shardscrape-objstore") {
 					d.Spec.Template.Spec.Volumes[i].Secret.SecretName = "shardscrape-objstor"
 				}
 			}
 		}},
-		{"discovery rbac", vm, "rbac", "list endpointslices.discovery.k8s.io", func(b build) {
+		{"discovery rbac", vm, "rbac", "list endpointslices.discovery.k8s.io", func(b rendering) {
 			dropRule(b, "shardscrape-coordinator", "endpointslices")
 		}},
-		{"scrape rbac", vm, "rbac", "get nodes/proxy", func(b build) {
+		{"scrape rbac", vm, "rbac", "get nodes/proxy", func(b rendering) {
 			dropRule(b, "shardscrape-scraper", "nodes/proxy")
 		}},
-		{"lease rbac", vm, "rbac", "leases.coordination.k8s.io/other-lease", func(b build) {
+		{"lease rbac", vm, "rbac", "leases.coordination.k8s.io/other-lease", func(b rendering) {
 			setArg(container(b, "coordinator"), "leader-election.lease-name", "other-lease")
 		}},
-		{"kube-state-metrics rbac", exporters, "rbac", "list secrets", func(b build) {
-			for _, d := range all[*appsv1.Deployment](b) {
+		{"kube-state-metrics rbac", exporters, "rbac", "list secrets", func(b rendering) {
+			for _, d := range objectsOf[*appsv1.Deployment](b) {
 				c := &d.Spec.Template.Spec.Containers[0]
 				setArg(c, "resources", strings.Join(flagValues(*c)["resources"], ",")+",secrets")
 			}
 		}},
-		{"grace period", vm, "grace", "does not exceed", func(b build) {
+		{"grace period", vm, "grace", "does not exceed", func(b rendering) {
 			setArg(container(b, "scraper"), "storage.remote.flush-deadline", "2m")
 		}},
-		{"coordinator address", vm, "wiring", "shardscrape-coordinatr", func(b build) {
+		{"coordinator address", vm, "wiring", "shardscrape-coordinatr", func(b rendering) {
 			setArg(container(b, "scraper"), "coordinator.address", "shardscrape-coordinatr:9094")
 		}},
-		{"coordinator grpc port", vm, "wiring", "9095", func(b build) {
+		{"coordinator grpc port", vm, "wiring", "9095", func(b rendering) {
 			setArg(container(b, "coordinator"), "grpc.listen-address", ":9095")
 		}},
-		{"advertised address", vm, "wiring", "not <pod>.shardscrape-scraper", func(b build) {
+		{"advertised address", vm, "wiring", "not <pod>.shardscrape-scraper", func(b rendering) {
 			setArg(container(b, "scraper"), "web.external-address", "$(POD_NAME):9095")
 		}},
-		{"remote-write receiver", vm, "remote-write", "victoria", func(b build) {
+		{"remote-write receiver", vm, "remote-write", "victoria", func(b rendering) {
 			setArg(container(b, "scraper"), "remote-write.receiver", "victoria")
 		}},
-		{"config", vm, "config-check", "FAILED", func(b build) {
-			for _, cm := range all[*corev1.ConfigMap](b) {
+		{"config", vm, "config-check", "FAILED", func(b rendering) {
+			for _, cm := range objectsOf[*corev1.ConfigMap](b) {
 				if s, ok := cm.Data["prometheus.yml"]; ok {
 					cm.Data["prometheus.yml"] = strings.Replace(s, "role: endpointslice", "role: endpointslices", 1)
 				}
 			}
 		}},
-		{"flag value", vm, "config-check", "--log.level", func(b build) {
+		{"flag value", vm, "config-check", "--log.level", func(b rendering) {
 			setArg(container(b, "coordinator"), "log.level", "loud")
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			b := build{name: tc.name}
+			b := rendering{name: tc.name}
 			for _, o := range tc.from {
 				b.objs = append(b.objs, o.DeepCopyObject())
 			}
@@ -1197,10 +1199,10 @@ func TestREADME(t *testing.T) {
 	readme, err := os.ReadFile(filepath.Join(dir, "README.md"))
 	require.NoError(t, err)
 	shardctl := binaryFlags(t)["shardctl"]
-	base := build{name: "base", objs: render(t, filepath.Join(dir, "base"))}
+	base := rendering{name: "base", objs: renderKustomization(t, filepath.Join(dir, "base"))}
 	coord := shardscrapeContainers(base)["coordinator"]
 	require.Len(t, coord, 1)
-	dep := only[*appsv1.Deployment](t, base)
+	dep := onlyObject[*appsv1.Deployment](t, base)
 
 	// mounted returns the Secret key a file path of the coordinator is.
 	mounted := func(file string) (secret, key string) {
@@ -1256,7 +1258,7 @@ func TestREADME(t *testing.T) {
 				}
 				if name == "coordinator.address" {
 					host, port, _ := strings.Cut(value, ":")
-					svc := find[*corev1.Service](base, "shardscrape", host)
+					svc := findObject[*corev1.Service](base, "shardscrape", host)
 					require.NotNil(t, svc, value)
 					require.True(t, slices.ContainsFunc(svc.Spec.Ports, func(p corev1.ServicePort) bool {
 						return fmt.Sprint(p.Port) == port && p.Name == "grpc"
