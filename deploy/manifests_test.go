@@ -1271,3 +1271,38 @@ func TestREADME(t *testing.T) {
 	require.Equal(t, 2, secrets)
 	require.Equal(t, 2, shardctls)
 }
+
+// TestConfigIsTheDocumentsJobsMadeCurrent pins what base/config/prometheus.yml
+// keeps of the source document's config and what it changes.
+func TestConfigIsTheDocumentsJobsMadeCurrent(t *testing.T) {
+	text, err := os.ReadFile(filepath.Join(deployDir(t), "base/config/prometheus.yml"))
+	require.NoError(t, err)
+	cfg, err := config.Load(string(text), nil)
+	require.NoError(t, err)
+	scs, err := cfg.GetScrapeConfigs()
+	require.NoError(t, err)
+	var jobs []string
+	for _, sc := range scs {
+		jobs = append(jobs, sc.JobName)
+		for _, d := range sc.ServiceDiscoveryConfigs {
+			sd, ok := d.(*kubernetes.SDConfig)
+			require.True(t, ok, "job %s: only Kubernetes discovery", sc.JobName)
+			require.NotEqual(t, kubernetes.RoleEndpoint, sd.Role, "job %s: the endpointslice role, not the deprecated Endpoints API", sc.JobName)
+			require.Empty(t, sd.HTTPClientConfig.Authorization, "job %s: discovery uses the in-cluster account", sc.JobName)
+		}
+		if strings.HasPrefix(sc.JobName, "kubernetes-services") || strings.HasPrefix(sc.JobName, "kubernetes-ingresses") {
+			require.Equal(t, "/probe", sc.MetricsPath, sc.JobName)
+			require.Equal(t, []string{"http_2xx"}, sc.Params["module"], sc.JobName)
+			require.True(t, slices.ContainsFunc(sc.RelabelConfigs, func(r *relabel.Config) bool {
+				return r.TargetLabel == model.AddressLabel && r.Replacement == "blackbox-exporter:9115"
+			}), "%s: probes through the blackbox-exporter placeholder", sc.JobName)
+		}
+	}
+	require.Equal(t, []string{
+		"kubernetes-apiservers", "kubernetes-nodes", "kubernetes-cadvisor", "kubernetes-service-endpoints",
+		"kubernetes-services", "kubernetes-ingresses", "kubernetes-pods",
+	}, jobs)
+	require.NotContains(t, string(text), "\n    bearer_token_file:", "authorization.credentials_file replaces bearer_token_file")
+	require.Len(t, cfg.RemoteWriteConfigs, 1)
+	require.Equal(t, "remote-write.invalid", cfg.RemoteWriteConfigs[0].URL.Hostname(), "a placeholder the overlays replace")
+}
