@@ -21,7 +21,9 @@ import (
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/rulefmt"
+	"github.com/prometheus/prometheus/promql"
 	"github.com/prometheus/prometheus/promql/parser"
+	"github.com/prometheus/prometheus/util/teststorage"
 	"github.com/stretchr/testify/require"
 
 	"github.com/shardscrape/shardscrape/internal/testenv"
@@ -600,10 +602,17 @@ func unexposedMetrics(exprs []expression, coord, scraper exposition, recorded ma
 	return problems
 }
 
-// startPipeline runs the real coordinator with one static target and a
-// real scraper joined to it, remote-writing to a sink, and returns both
-// /metrics pages once the target is scraped and samples were sent.
-func startPipeline(t *testing.T) (coord, scraper exposition) {
+// pipeline is a real coordinator with one static target and a real scraper
+// joined to it, remote-writing to a sink.
+type pipeline struct {
+	coordinator, scraper       *testenv.Process
+	coordinatorWeb, scraperWeb string
+	writes                     *atomic.Int64
+}
+
+// startPipeline starts the pipeline and waits until the target is scraped
+// and samples were sent.
+func startPipeline(t *testing.T) *pipeline {
 	t.Helper()
 	dir := t.TempDir()
 
@@ -611,17 +620,20 @@ func startPipeline(t *testing.T) (coord, scraper exposition) {
 		_, _ = io.WriteString(w, "# TYPE demo_requests_total counter\ndemo_requests_total 1\n")
 	}))
 	t.Cleanup(target.Close)
-	var writes atomic.Int64
+	pl := &pipeline{writes: &atomic.Int64{}}
 	sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.Copy(io.Discard, r.Body)
-		writes.Add(1)
+		pl.writes.Add(1)
 		w.WriteHeader(http.StatusNoContent)
 	}))
 	t.Cleanup(sink.Close)
 
 	cfg := filepath.Join(dir, "prometheus.yml")
+	// extra_scrape_metrics: the scrape duration histogram of the pipeline
+	// dashboard is only observed with it.
 	require.NoError(t, os.WriteFile(cfg, []byte(fmt.Sprintf(`global:
   scrape_interval: 1s
+  extra_scrape_metrics: true
 scrape_configs:
   - job_name: demo
     static_configs:
@@ -633,88 +645,254 @@ scrape_configs:
 		require.NoError(t, err)
 		return a
 	}
-	coordWeb, coordGRPC, scraperWeb := addr(), addr(), addr()
-	co := testenv.NewProcess(t, command("coordinator"),
-		"--config.file="+cfg, "--web.listen-address="+coordWeb, "--grpc.listen-address="+coordGRPC,
+	var coordGRPC string
+	pl.coordinatorWeb, coordGRPC, pl.scraperWeb = addr(), addr(), addr()
+	pl.coordinator = testenv.NewProcess(t, command("coordinator"),
+		"--config.file="+cfg, "--web.listen-address="+pl.coordinatorWeb, "--grpc.listen-address="+coordGRPC,
 		"--storage.path="+filepath.Join(dir, "coordinator"), "--cluster.name=test",
 		"--lease.ttl=3s", "--discovery.update-interval=100ms")
-	require.NoError(t, co.Start())
-	sc := testenv.NewProcess(t, command("scraper"),
-		"--coordinator.address="+coordGRPC, "--worker.id=scraper-0", "--web.listen-address="+scraperWeb,
+	require.NoError(t, pl.coordinator.Start())
+	pl.scraper = testenv.NewProcess(t, command("scraper"),
+		"--coordinator.address="+coordGRPC, "--worker.id=scraper-0", "--web.listen-address="+pl.scraperWeb,
 		"--storage.path="+filepath.Join(dir, "scraper"), "--remote-write.url="+sink.URL,
 		"--scrape.discovery-reload-interval=50ms",
 		// Alone, the worker has nobody to hand its target to: a drained
 		// Leave would wait for --shutdown.handoff-timeout.
 		"--no-shutdown.leave")
-	require.NoError(t, sc.Start())
+	require.NoError(t, pl.scraper.Start())
 
-	ctx := t.Context()
-	metrics := func(addr string) (testenv.MetricSet, bool) {
-		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		defer cancel()
-		ms, err := testenv.Metrics(rctx, "http://"+addr+"/metrics")
-		return ms, err == nil
-	}
-	var cms, sms testenv.MetricSet
 	require.Eventually(t, func() bool {
-		require.True(t, co.Running(), "coordinator exited:\n%s", co.Logs())
-		require.True(t, sc.Running(), "scraper exited:\n%s", sc.Logs())
-		var ok bool
-		if cms, ok = metrics(coordWeb); !ok {
-			return false
-		}
-		if sms, ok = metrics(scraperWeb); !ok {
+		cms, sms, ok := pl.metrics(t)
+		if !ok {
 			return false
 		}
 		assigned, _ := cms.Sum("shardscrape_coordinator_targets_assigned", nil)
 		active, _ := sms.Sum("shardscrape_scraper_targets", map[string]string{"state": "active"})
 		sent, _ := sms.Sum("prometheus_remote_storage_samples_total", nil)
-		return assigned == 1 && active == 1 && sent > 0 && writes.Load() > 0
+		return assigned == 1 && active == 1 && sent > 0 && pl.writes.Load() > 0
 	}, 90*time.Second, 100*time.Millisecond, "the pipeline never scraped its target and remote-wrote it")
-	return newExposition(cms), newExposition(sms)
+	return pl
+}
+
+// metrics scrapes both /metrics pages (the scraper's only while it runs);
+// ok is false when one that should answer did not.
+func (pl *pipeline) metrics(t *testing.T) (coord, scraper testenv.MetricSet, ok bool) {
+	t.Helper()
+	require.True(t, pl.coordinator.Running(), "coordinator exited:\n%s", pl.coordinator.Logs())
+	get := func(addr string) (testenv.MetricSet, bool) {
+		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+		defer cancel()
+		ms, err := testenv.Metrics(ctx, "http://"+addr+"/metrics")
+		return ms, err == nil
+	}
+	if coord, ok = get(pl.coordinatorWeb); !ok {
+		return nil, nil, false
+	}
+	if pl.scraper.Running() {
+		if scraper, ok = get(pl.scraperWeb); !ok {
+			return nil, nil, false
+		}
+	}
+	return coord, scraper, true
+}
+
+// store is a TSDB holding the binaries' /metrics as a monitoring
+// Prometheus would: with job, instance and the cluster label.
+type store struct {
+	db     *teststorage.TestStorage
+	engine *promql.Engine
+}
+
+func newStore(t *testing.T) *store {
+	return &store{
+		db: teststorage.New(t),
+		engine: promql.NewEngine(promql.EngineOpts{
+			MaxSamples: 1e6, Timeout: time.Minute, LookbackDelta: 5 * time.Minute, Parser: promqlParser,
+		}),
+	}
+}
+
+// add appends one scrape of a binary at ts.
+func (s *store) add(t *testing.T, ms testenv.MetricSet, job, instance string, ts time.Time) {
+	t.Helper()
+	app := s.db.Appender(t.Context())
+	for _, m := range ms {
+		b := labels.NewBuilder(m.Labels)
+		b.Set("job", job)
+		b.Set("instance", instance)
+		b.Set(clusterLabel, "test")
+		_, err := app.Append(0, b.Labels(), ts.UnixMilli(), m.Value)
+		require.NoError(t, err)
+	}
+	require.NoError(t, app.Commit())
+}
+
+// snapshot scrapes both binaries into the store at the current time.
+func (s *store) snapshot(t *testing.T, pl *pipeline) (time.Time, testenv.MetricSet, testenv.MetricSet) {
+	t.Helper()
+	var cms, sms testenv.MetricSet
+	require.Eventually(t, func() bool {
+		var ok bool
+		cms, sms, ok = pl.metrics(t)
+		return ok
+	}, 30*time.Second, 50*time.Millisecond)
+	now := time.Now()
+	s.add(t, cms, "shardscrape-coordinator", pl.coordinatorWeb, now)
+	if sms != nil {
+		s.add(t, sms, "shardscrape-scraper", pl.scraperWeb, now)
+	}
+	return now, cms, sms
+}
+
+// eval runs an instant query; Grafana variables select everything.
+func (s *store) eval(t *testing.T, x expression, ts time.Time) promql.Vector {
+	t.Helper()
+	expr := regexp.MustCompile(`__grafana_var_\w+__`).ReplaceAllString(x.expr, ".*")
+	q, err := s.engine.NewInstantQuery(t.Context(), s.db, nil, expr, ts)
+	require.NoError(t, err, "%s: %s", x.where, expr)
+	defer q.Close()
+	res := q.Exec(t.Context())
+	require.NoError(t, res.Err, "%s: %s", x.where, expr)
+	switch v := res.Value.(type) {
+	case promql.Vector:
+		return v
+	case promql.Scalar:
+		return promql.Vector{{T: v.T, F: v.V}}
+	default:
+		t.Fatalf("%s: %s: result %T", x.where, expr, res.Value)
+		return nil
+	}
+}
+
+// alertExpressions returns each alert's expression by name.
+func alertExpressions(t *testing.T) map[string]expression {
+	t.Helper()
+	out := map[string]expression{}
+	for _, file := range ruleFiles(t) {
+		groups, err := loadRules(file)
+		require.NoError(t, err)
+		for _, g := range groups.Groups {
+			for _, r := range g.Rules {
+				if r.Alert != "" {
+					out[r.Alert] = expression{where: file + ": " + r.Alert, expr: r.Expr, rule: true}
+				}
+			}
+		}
+	}
+	return out
 }
 
 // TestMonitoringMetricsExposed runs the real coordinator and scraper and
-// checks every metric the rules and dashboards use against their /metrics.
+// checks every metric the rules and dashboards use against their /metrics,
+// then evaluates the rules and panels on what they expose: every
+// expression evaluates, every pipeline panel shows data, no alert fires on
+// the healthy pipeline, and the worker-down alerts fire once the worker is
+// killed.
 func TestMonitoringMetricsExposed(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the coordinator and scraper binaries")
 	}
 	exprs, recorded := ruleExpressions(t)
+	pipelineTargets := map[string]bool{}
 	for _, file := range dashboardFiles(t) {
-		exprs = append(exprs, dashboardExpressions(t, file)...)
+		for _, x := range dashboardExpressions(t, file) {
+			exprs = append(exprs, x)
+			if filepath.Base(file) == "shardscrape-pipeline.json" && strings.Contains(x.where, " target ") {
+				pipelineTargets[x.where] = true
+			}
+		}
 	}
-	coord, scraper := startPipeline(t)
+	require.NotEmpty(t, pipelineTargets)
+	pl := startPipeline(t)
+	st := newStore(t)
+
+	// Two scrapes of each binary, so that rate() has two samples.
+	_, _, first := st.snapshot(t, pl)
+	firstScrapes, _ := first.Sum("prometheus_target_interval_length_seconds_count", nil)
+	require.Eventually(t, func() bool {
+		_, sms, ok := pl.metrics(t)
+		n, _ := sms.Sum("prometheus_target_interval_length_seconds_count", nil)
+		return ok && n > firstScrapes
+	}, 30*time.Second, 100*time.Millisecond)
+	ts, cms, sms := st.snapshot(t, pl)
+	coord, scraper := newExposition(cms), newExposition(sms)
 
 	require.Empty(t, unexposedMetrics(exprs, coord, scraper, recorded))
 	checkLazyMetrics(t, scraper)
 
-	// The check can fail: names, label values and recorded names that do
-	// not exist are reported, as are prometheus_* names only the
-	// coordinator has.
-	bad := []expression{
-		{where: "made-up", expr: `rate(shardscrape_coordinator_no_such_thing_total[5m]) > 0`},
-		{where: "made-up label value", expr: `shardscrape_coordinator_workers{state="WORKER_STATE_ZOMBIE"} > 0`},
-		{where: "made-up histogram", expr: `histogram_quantile(0.9, rate(shardscrape_scraper_targets_bucket[5m]))`},
-		{where: "made-up prometheus", expr: `prometheus_remote_storage_no_such_thing`},
-		{where: "not recorded", expr: `shardscrape:no_such:ratio`},
-	}
-	if name := coordinatorOnlyPrometheusMetric(coord, scraper); name != "" {
-		bad = append(bad, expression{where: "coordinator only", expr: name})
-	}
-	problems := unexposedMetrics(bad, coord, scraper, recorded)
-	require.Len(t, problems, len(bad), "%q", problems)
-	for i, p := range problems {
-		require.True(t, strings.HasPrefix(p, bad[i].where+":"), "%s", p)
-	}
+	t.Run("evaluate", func(t *testing.T) {
+		for _, x := range exprs {
+			v := st.eval(t, x, ts)
+			switch {
+			case x.rule && strings.Contains(x.where, ": Shardscrape"):
+				require.Empty(t, v, "%s fires on a healthy pipeline: %s", x.where, x.expr)
+			case pipelineTargets[x.where] && !usesBucketsOrLazy(x.expr):
+				require.NotEmpty(t, v, "%s: no data from the running pipeline: %s", x.where, x.expr)
+			}
+		}
+	})
 
-	good := []expression{
-		{where: "histogram bucket", expr: `histogram_quantile(0.9, rate(shardscrape_coordinator_assignment_latency_seconds_bucket[5m]))`},
-		{where: "label value", expr: `shardscrape_scraper_targets{state="incoming", cluster_name="x"}`},
-		{where: "recorded", expr: `shardscrape:coverage:ratio < 1`},
-		{where: "other", expr: `up == 0`},
+	t.Run("unknown names are reported", func(t *testing.T) {
+		bad := []expression{
+			{where: "made-up", expr: `rate(shardscrape_coordinator_no_such_thing_total[5m]) > 0`},
+			{where: "made-up label value", expr: `shardscrape_coordinator_workers{state="WORKER_STATE_ZOMBIE"} > 0`},
+			{where: "made-up histogram", expr: `histogram_quantile(0.9, rate(shardscrape_scraper_targets_bucket[5m]))`},
+			{where: "made-up prometheus", expr: `prometheus_remote_storage_no_such_thing`},
+			{where: "not recorded", expr: `shardscrape:no_such:ratio`},
+		}
+		if name := coordinatorOnlyPrometheusMetric(coord, scraper); name != "" {
+			bad = append(bad, expression{where: "coordinator only", expr: name})
+		}
+		problems := unexposedMetrics(bad, coord, scraper, recorded)
+		require.Len(t, problems, len(bad), "%q", problems)
+		for i, p := range problems {
+			require.True(t, strings.HasPrefix(p, bad[i].where+":"), "%s", p)
+		}
+		good := []expression{
+			{where: "histogram bucket", expr: `histogram_quantile(0.9, rate(shardscrape_coordinator_assignment_latency_seconds_bucket[5m]))`},
+			{where: "label value", expr: `shardscrape_scraper_targets{state="incoming", cluster_name="x"}`},
+			{where: "recorded", expr: `shardscrape:coverage:ratio < 1`},
+			{where: "other", expr: `up == 0`},
+		}
+		require.Empty(t, unexposedMetrics(good, coord, scraper, recorded))
+	})
+
+	t.Run("worker killed", func(t *testing.T) {
+		// SIGKILL: no Leave, so the lease expires and the target is left
+		// without an owner.
+		require.NoError(t, pl.scraper.Kill())
+		require.Eventually(t, func() bool {
+			cms, _, ok := pl.metrics(t)
+			expired, _ := cms.Sum("shardscrape_coordinator_workers", map[string]string{"state": "WORKER_STATE_EXPIRED"})
+			unassigned, _ := cms.Sum("shardscrape_coordinator_targets_unassigned", nil)
+			return ok && expired == 1 && unassigned == 1
+		}, 60*time.Second, 100*time.Millisecond)
+		ts, _, _ := st.snapshot(t, pl)
+		alerts := alertExpressions(t)
+		for _, name := range []string{"ShardscrapeWorkerDown", "ShardscrapeTargetsUnassigned", "ShardscrapeCoverageLow"} {
+			x, ok := alerts[name]
+			require.True(t, ok, name)
+			v := st.eval(t, x, ts)
+			require.Len(t, v, 1, "%s does not fire with the only worker killed", name)
+			require.Equal(t, "test", v[0].Metric.Get(clusterLabel), name)
+		}
+		require.Empty(t, st.eval(t, alerts["ShardscrapeCoordinatorNoLeader"], ts))
+	})
+}
+
+// usesBucketsOrLazy reports whether expr reads classic histogram buckets
+// (testenv.Metrics gives only _sum and _count) or a lazily created metric:
+// a panel may be empty on a fresh pipeline then.
+func usesBucketsOrLazy(expr string) bool {
+	if strings.Contains(expr, "_bucket") {
+		return true
 	}
-	require.Empty(t, unexposedMetrics(good, coord, scraper, recorded))
+	for name := range lazyMetrics {
+		if strings.Contains(expr, name) {
+			return true
+		}
+	}
+	return false
 }
 
 // coordinatorOnlyPrometheusMetric returns a prometheus_* name the
