@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/prometheus/model/rulefmt"
 	"github.com/prometheus/prometheus/promql"
 	"github.com/prometheus/prometheus/promql/parser"
+	"github.com/prometheus/prometheus/promql/promqltest"
 	"github.com/prometheus/prometheus/util/teststorage"
 	"github.com/stretchr/testify/require"
 
@@ -919,5 +920,171 @@ func checkLazyMetrics(t *testing.T, scraper exposition) {
 		require.NoError(t, err, name)
 		require.Contains(t, string(src), decl.name, "%s: no longer declared in prometheus/%s", name, decl.file)
 		require.False(t, scraper.has(name), "%s is exposed from the start now: drop it from lazyMetrics", name)
+	}
+}
+
+// TestMonitoringAlertsFire evaluates every alert on series written as a
+// monitoring store holds them for two clusters, one healthy ("ok") and one
+// not ("bad"): each alert fires for the bad one only, with the labels its
+// annotations use. Every alert of the rule files must have a case.
+func TestMonitoringAlertsFire(t *testing.T) {
+	// Series per case, in promqltest's load syntax at a 1m step, 40 points.
+	cases := map[string]struct {
+		load string
+		want []map[string]string // label subsets of the firing series
+	}{
+		"ShardscrapeCoordinatorNoLeader": {load: `
+			shardscrape_coordinator_leader{cluster_name="bad", instance="c0"} 0x40
+			shardscrape_coordinator_leader{cluster_name="bad", instance="c1"} 0x40
+			shardscrape_coordinator_leader{cluster_name="ok", instance="c0"} 1x40
+			shardscrape_coordinator_leader{cluster_name="ok", instance="c1"} 0x40`,
+			want: []map[string]string{{"cluster_name": "bad"}}},
+		"ShardscrapeCoordinatorSplitLeaders": {load: `
+			shardscrape_coordinator_leader{cluster_name="bad", instance="c0"} 1x40
+			shardscrape_coordinator_leader{cluster_name="bad", instance="c1"} 1x40
+			shardscrape_coordinator_leader{cluster_name="ok", instance="c0"} 1x40
+			shardscrape_coordinator_leader{cluster_name="ok", instance="c1"} 0x40`,
+			want: []map[string]string{{"cluster_name": "bad"}}},
+		"ShardscrapeWorkersLostCoordinator": {load: `
+			shardscrape_scraper_coordinator_connected{cluster_name="bad", instance="w0"} 0x40
+			shardscrape_scraper_coordinator_connected{cluster_name="bad", instance="w1"} 0x40
+			shardscrape_scraper_coordinator_connected{cluster_name="ok", instance="w0"} 1x40
+			shardscrape_scraper_coordinator_connected{cluster_name="ok", instance="w1"} 0x40`,
+			want: []map[string]string{{"cluster_name": "bad"}}},
+		"ShardscrapeCoordinatorConfigReloadFailed": {load: `
+			shardscrape_coordinator_config_last_reload_successful{cluster_name="bad", instance="c0"} 0x40
+			shardscrape_coordinator_config_last_reload_successful{cluster_name="ok", instance="c0"} 1x40`,
+			want: []map[string]string{{"cluster_name": "bad", "instance": "c0"}}},
+		"ShardscrapeTargetsUnassigned": {load: `
+			shardscrape_coordinator_targets_unassigned{cluster_name="bad", instance="c0"} 3x40
+			shardscrape_coordinator_targets_unassigned{cluster_name="ok", instance="c0"} 0x40`,
+			want: []map[string]string{{"cluster_name": "bad"}}},
+		"ShardscrapeCoverageLow": {load: `
+			shardscrape_coordinator_targets_assigned{cluster_name="bad", instance="c0"} 90x40
+			shardscrape_coordinator_targets_unassigned{cluster_name="bad", instance="c0"} 10x40
+			shardscrape_coordinator_targets_assigned{cluster_name="ok", instance="c0"} 99x40
+			shardscrape_coordinator_targets_unassigned{cluster_name="ok", instance="c0"} 1x40`,
+			want: []map[string]string{{"cluster_name": "bad"}}},
+		"ShardscrapeTargetsOwnedTwice": {load: `
+			shardscrape_coordinator_targets_owned_twice{cluster_name="bad", instance="c0"} 2x40
+			shardscrape_coordinator_targets_owned_twice{cluster_name="ok", instance="c0"} 0x40`,
+			want: []map[string]string{{"cluster_name": "bad"}}},
+		"ShardscrapeHandoffTimeouts": {load: `
+			shardscrape_coordinator_handoffs_started_total{cluster_name="bad", instance="c0"} 0+10x40
+			shardscrape_coordinator_handoffs_timed_out_total{cluster_name="bad", instance="c0"} 0+5x40
+			shardscrape_coordinator_handoffs_started_total{cluster_name="ok", instance="c0"} 0+10x40
+			shardscrape_coordinator_handoffs_timed_out_total{cluster_name="ok", instance="c0"} 0x40`,
+			want: []map[string]string{{"cluster_name": "bad"}}},
+		"ShardscrapeRingImbalance": {load: `
+			shardscrape_coordinator_worker_targets{cluster_name="bad", instance="c0", worker="w0"} 100x40
+			shardscrape_coordinator_worker_targets{cluster_name="bad", instance="c0", worker="w1"} 100x40
+			shardscrape_coordinator_worker_targets{cluster_name="bad", instance="c0", worker="w2"} 400x40
+			shardscrape_coordinator_worker_targets{cluster_name="ok", instance="c0", worker="w0"} 100x40
+			shardscrape_coordinator_worker_targets{cluster_name="ok", instance="c0", worker="w1"} 110x40`,
+			want: []map[string]string{{"cluster_name": "bad"}}},
+		"ShardscrapeWorkerDown": {load: `
+			shardscrape_coordinator_workers{cluster_name="bad", instance="c0", state="WORKER_STATE_EXPIRED"} 1x40
+			shardscrape_coordinator_workers{cluster_name="bad", instance="c0", state="WORKER_STATE_ACTIVE"} 4x40
+			shardscrape_coordinator_workers{cluster_name="ok", instance="c0", state="WORKER_STATE_EXPIRED"} 0x40
+			shardscrape_coordinator_workers{cluster_name="ok", instance="c0", state="WORKER_STATE_ACTIVE"} 5x40`,
+			want: []map[string]string{{"cluster_name": "bad"}}},
+		"ShardscrapeWorkerLeasesExpiring": {load: `
+			shardscrape_coordinator_lease_expiries_total{cluster_name="bad", instance="c0"} 0+1x40
+			shardscrape_coordinator_lease_expiries_total{cluster_name="ok", instance="c0"} 0x40`,
+			want: []map[string]string{{"cluster_name": "bad"}}},
+		"ShardscrapeWorkerNotReady": {load: `
+			shardscrape_scraper_ready{cluster_name="bad", instance="w0"} 0x40
+			shardscrape_scraper_ready{cluster_name="bad", instance="w1"} 1x40
+			shardscrape_scraper_ready{cluster_name="ok", instance="w0"} 1x40`,
+			want: []map[string]string{{"cluster_name": "bad", "instance": "w0"}}},
+		"ShardscrapeWorkerDisconnected": {load: `
+			shardscrape_scraper_coordinator_connected{cluster_name="bad", instance="w0"} 0x40
+			shardscrape_scraper_coordinator_connected{cluster_name="bad", instance="w1"} 1x40
+			shardscrape_scraper_coordinator_connected{cluster_name="ok", instance="w0"} 1x40`,
+			want: []map[string]string{{"cluster_name": "bad", "instance": "w0"}}},
+		"ShardscrapeWorkerConfigErrors": {load: `
+			shardscrape_scraper_config_errors_total{cluster_name="bad", instance="w0"} 0+1x40
+			shardscrape_scraper_config_errors_total{cluster_name="ok", instance="w0"} 2x40`,
+			want: []map[string]string{{"cluster_name": "bad", "instance": "w0"}}},
+		"ShardscrapeRemoteWriteBehind": {load: `
+			prometheus_remote_storage_highest_timestamp_in_seconds{cluster_name="bad", instance="w0", job="s"} 10000+60x40
+			prometheus_remote_storage_queue_highest_sent_timestamp_seconds{cluster_name="bad", instance="w0", job="s", remote_name="vm", url="http://vm"} 10000x40
+			prometheus_remote_storage_highest_timestamp_in_seconds{cluster_name="ok", instance="w0", job="s"} 10000+60x40
+			prometheus_remote_storage_queue_highest_sent_timestamp_seconds{cluster_name="ok", instance="w0", job="s", remote_name="vm", url="http://vm"} 9990+60x40`,
+			want: []map[string]string{{"cluster_name": "bad", "instance": "w0", "remote_name": "vm", "url": "http://vm"}}},
+		"ShardscrapeRemoteWriteFailed": {load: `
+			prometheus_remote_storage_samples_failed_total{cluster_name="bad", instance="w0", remote_name="vm", url="http://vm"} 0+100x40
+			prometheus_remote_storage_histograms_failed_total{cluster_name="bad", instance="w0", remote_name="vm", url="http://vm"} 0x40
+			prometheus_remote_storage_samples_failed_total{cluster_name="ok", instance="w0", remote_name="vm", url="http://vm"} 0x40
+			prometheus_remote_storage_histograms_failed_total{cluster_name="ok", instance="w0", remote_name="vm", url="http://vm"} 0x40`,
+			want: []map[string]string{{"cluster_name": "bad", "instance": "w0", "remote_name": "vm", "url": "http://vm"}}},
+		"ShardscrapeRemoteWriteDropped": {load: `
+			prometheus_remote_storage_samples_dropped_total{cluster_name="bad", instance="w0", remote_name="vm", url="http://vm", reason="too_old"} 0+10x40`,
+			want: []map[string]string{{"cluster_name": "bad", "instance": "w0", "remote_name": "vm"}}},
+		"ShardscrapeScrapeSampleLimit": {load: `
+			prometheus_target_scrapes_exceeded_sample_limit_total{cluster_name="bad", instance="w0"} 0+1x40
+			prometheus_target_scrapes_exceeded_body_size_limit_total{cluster_name="bad", instance="w0"} 0x40
+			prometheus_target_scrapes_exceeded_native_histogram_bucket_limit_total{cluster_name="bad", instance="w0"} 0x40
+			prometheus_target_scrapes_exceeded_sample_limit_total{cluster_name="ok", instance="w0"} 0x40
+			prometheus_target_scrapes_exceeded_body_size_limit_total{cluster_name="ok", instance="w0"} 0x40
+			prometheus_target_scrapes_exceeded_native_histogram_bucket_limit_total{cluster_name="ok", instance="w0"} 0x40`,
+			want: []map[string]string{{"cluster_name": "bad", "instance": "w0"}}},
+		"ShardscrapeScrapeSamplesRejected": {load: `
+			prometheus_target_scrapes_sample_out_of_order_total{cluster_name="bad", instance="w0"} 0x40
+			prometheus_target_scrapes_sample_duplicate_timestamp_total{cluster_name="bad", instance="w0"} 0+7x40
+			prometheus_target_scrapes_sample_out_of_bounds_total{cluster_name="bad", instance="w0"} 0x40
+			prometheus_target_scrapes_sample_out_of_order_total{cluster_name="ok", instance="w0"} 0x40
+			prometheus_target_scrapes_sample_duplicate_timestamp_total{cluster_name="ok", instance="w0"} 0x40
+			prometheus_target_scrapes_sample_out_of_bounds_total{cluster_name="ok", instance="w0"} 0x40`,
+			want: []map[string]string{{"cluster_name": "bad", "instance": "w0"}}},
+	}
+
+	var rules []rulefmt.Rule
+	for _, file := range ruleFiles(t) {
+		groups, err := loadRules(file)
+		require.NoError(t, err)
+		for _, g := range groups.Groups {
+			for _, r := range g.Rules {
+				if r.Alert != "" {
+					rules = append(rules, r)
+				}
+			}
+		}
+	}
+	engine := promql.NewEngine(promql.EngineOpts{MaxSamples: 1e6, Timeout: time.Minute, LookbackDelta: 5 * time.Minute, Parser: promqlParser})
+	for _, r := range rules {
+		t.Run(r.Alert, func(t *testing.T) {
+			c, ok := cases[r.Alert]
+			require.True(t, ok, "no case for alert %s", r.Alert)
+			var load strings.Builder
+			load.WriteString("load 1m\n")
+			for line := range strings.SplitSeq(c.load, "\n") {
+				if line = strings.TrimSpace(line); line != "" {
+					load.WriteString("  " + line + "\n")
+				}
+			}
+			st := promqltest.LoadedStorage(t, load.String())
+			// Firing for its whole for: duration, ending at the last point.
+			end := time.Unix(0, 0).Add(39 * time.Minute)
+			start := end.Add(-time.Duration(r.For))
+			q, err := engine.NewRangeQuery(t.Context(), st, nil, r.Expr, start, end, time.Minute)
+			require.NoError(t, err)
+			defer q.Close()
+			res := q.Exec(t.Context())
+			require.NoError(t, res.Err)
+			m, err := res.Matrix()
+			require.NoError(t, err)
+			require.Len(t, m, len(c.want), "%s: %v", r.Expr, m)
+			steps := int(end.Sub(start)/time.Minute) + 1
+			for i, want := range c.want {
+				for n, v := range want {
+					require.Equal(t, v, m[i].Metric.Get(n), "%s: label %s of %s", r.Alert, n, m[i].Metric)
+				}
+				require.Len(t, m[i].Floats, steps, "%s: not firing at every step of its for: %s", r.Alert, m[i].Metric)
+			}
+		})
+	}
+	for name := range cases {
+		require.True(t, slices.ContainsFunc(rules, func(r rulefmt.Rule) bool { return r.Alert == name }), "case %s: no such alert", name)
 	}
 }
