@@ -15,17 +15,18 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/thanos-io/objstore"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/shardscrape/shardscrape/coordinator"
+	"github.com/shardscrape/shardscrape/internal/rpc"
 	shardscrapev1 "github.com/shardscrape/shardscrape/proto/shardscrape/v1"
 	"github.com/shardscrape/shardscrape/relabel"
 )
 
 // errNotLeader is what every worker and admin call gets while this replica
 // does not lead (or has not loaded its state yet), as the contract says.
-var errNotLeader = status.Error(codes.Unavailable, "this coordinator is not the leader")
+// The gRPC server then closes the caller's connection: a worker that
+// reached this replica through a Service reconnects to the leader.
+var errNotLeader = rpc.NotServing("this coordinator is not the leader")
 
 // healthSetter is the gRPC server's health switch (rpc.Server).
 type healthSetter interface {

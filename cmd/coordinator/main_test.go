@@ -377,6 +377,11 @@ func TestNotLeaderFailsCallsWithUnavailable(t *testing.T) {
 	require.Equal(t, codes.Unavailable, status.Code(err), "%v", err)
 	_, err = shardscrapev1.NewAdminServiceClient(cc).ListWorkers(ctx, &shardscrapev1.ListWorkersRequest{})
 	require.Equal(t, codes.Unavailable, status.Code(err), "%v", err)
+	// The non-leader closes the connections it refused: behind a Service,
+	// the workers reconnect and reach the leader.
+	require.Eventually(t, func() bool {
+		return in.metric(t, "shardscrape_grpc_not_serving_connections_closed_total") != "0"
+	}, 10*time.Second, 20*time.Millisecond)
 }
 
 func TestLeaderFailover(t *testing.T) {

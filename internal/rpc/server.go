@@ -130,6 +130,9 @@ type Server struct {
 	auth    *tokenAuth
 	metrics *grpcprom.ServerMetrics
 	panics  prometheus.Counter
+	conns   *connTracker
+	// notServing counts connections closed after a NotServing answer.
+	notServing prometheus.Counter
 
 	initOnce sync.Once
 	mu       sync.Mutex
@@ -139,6 +142,7 @@ var _ grpc.ServiceRegistrar = (*Server)(nil)
 
 type serverMetrics struct {
 	panics       prometheus.Counter
+	notServing   prometheus.Counter
 	authFailures *prometheus.CounterVec
 	grpc         *grpcprom.ServerMetrics
 }
@@ -148,6 +152,10 @@ func newServerMetrics(reg prometheus.Registerer) (*serverMetrics, error) {
 		panics: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "shardscrape_grpc_panics_recovered_total",
 			Help: "gRPC handler and interceptor panics recovered and answered with Internal.",
+		}),
+		notServing: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shardscrape_grpc_not_serving_connections_closed_total",
+			Help: "Client connections closed after a call this replica could not serve (not the leader), so the client reconnects to one that can.",
 		}),
 		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "shardscrape_grpc_auth_failures_total",
@@ -165,7 +173,7 @@ func newServerMetrics(reg prometheus.Registerer) (*serverMetrics, error) {
 		m.authFailures.WithLabelValues(r)
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.panics, m.authFailures, m.grpc} {
+		for _, c := range []prometheus.Collector{m.panics, m.notServing, m.authFailures, m.grpc} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("register gRPC server metrics: %w", err)
 			}
@@ -220,9 +228,11 @@ func NewServer(opts ServerOptions, logger *slog.Logger, reg prometheus.Registere
 		logging.WithLevels(codeToLevel),
 	}
 	needsAuth := selector.MatchFunc(ta.needsAuth)
+	conns := newConnTracker(m.notServing.Inc)
 
 	sopts := []grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(
+			conns.unaryInterceptor,
 			recovery.UnaryServerInterceptor(recoveryOpt),
 			m.grpc.UnaryServerInterceptor(),
 			logging.UnaryServerInterceptor(rpcLogger, logOpts...),
@@ -230,6 +240,7 @@ func NewServer(opts ServerOptions, logger *slog.Logger, reg prometheus.Registere
 			recovery.UnaryServerInterceptor(recoveryOpt),
 		),
 		grpc.ChainStreamInterceptor(
+			conns.streamInterceptor,
 			recovery.StreamServerInterceptor(recoveryOpt),
 			m.grpc.StreamServerInterceptor(),
 			logging.StreamServerInterceptor(rpcLogger, logOpts...),
@@ -263,6 +274,9 @@ func NewServer(opts ServerOptions, logger *slog.Logger, reg prometheus.Registere
 		auth:    ta,
 		metrics: m.grpc,
 		panics:  m.panics,
+		conns:   conns,
+
+		notServing: m.notServing,
 	}
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)
@@ -346,7 +360,7 @@ func (s *Server) Serve(lis net.Listener) error {
 		// TLS outside tests.
 		s.logger.Warn("Serving gRPC without TLS on a non-loopback address: scrape credentials and tokens cross the network in plaintext; set --grpc.tls-cert-file and --grpc.tls-key-file", "address", lis.Addr().String())
 	}
-	if err := s.grpc.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+	if err := s.grpc.Serve(s.conns.listener(lis)); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 		return fmt.Errorf("serve gRPC on %s: %w", lis.Addr(), err)
 	}
 	return nil

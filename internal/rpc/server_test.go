@@ -2,6 +2,7 @@ package rpc
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -18,6 +19,7 @@ import (
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
 	shardscrapev1 "github.com/shardscrape/shardscrape/proto/shardscrape/v1"
@@ -35,11 +37,18 @@ type fakeWorkerService struct {
 	watching chan struct{} // a watch has started
 	release  chan struct{} // closing it ends open watches
 	peerCN   atomic.Value  // CommonName of the last caller's client certificate
+	peer     atomic.Value  // remote address of the last Join's connection
 }
 
 func (f *fakeWorkerService) Join(ctx context.Context, req *shardscrapev1.JoinRequest) (*shardscrapev1.JoinResponse, error) {
 	if req.GetWorkerId() == "panic" {
 		panic("boom")
+	}
+	if p, ok := peer.FromContext(ctx); ok {
+		f.peer.Store(p.Addr.String())
+	}
+	if req.GetWorkerId() == "not-serving" {
+		return nil, NotServing("not the leader")
 	}
 	if c := PeerCertificate(ctx); c != nil {
 		f.peerCN.Store(c.Subject.CommonName)
@@ -487,6 +496,39 @@ func TestOversizedMessage(t *testing.T) {
 	cc = dial(t, ts.address, ClientOptions{})
 	_, err = shardscrapev1.NewWorkerServiceClient(cc).Join(callCtx(t), &shardscrapev1.JoinRequest{WorkerId: "w", Address: strings.Repeat("x", 4<<20)})
 	require.NoError(t, err)
+}
+
+// A call answered with NotServing closes the caller's connection, so the
+// client dials again (behind a Service, reaching a ready replica); the
+// next call arrives on a new connection.
+func TestNotServingClosesConnection(t *testing.T) {
+	ts := startServer(t, ServerOptions{})
+	cc := dial(t, ts.address, ClientOptions{})
+	client := shardscrapev1.NewWorkerServiceClient(cc)
+
+	_, err := client.Join(callCtx(t), &shardscrapev1.JoinRequest{WorkerId: "w-1"})
+	require.NoError(t, err)
+	first := ts.worker.peer.Load()
+	_, err = client.Join(callCtx(t), &shardscrapev1.JoinRequest{WorkerId: "w-1"})
+	require.NoError(t, err)
+	require.Equal(t, first, ts.worker.peer.Load(), "calls that are served share one connection")
+
+	_, err = client.Join(callCtx(t), &shardscrapev1.JoinRequest{WorkerId: "not-serving"})
+	require.Equal(t, codes.Unavailable, status.Code(err), "the client sees the answer, not a reset: %v", err)
+	require.Contains(t, status.Convert(err).Message(), "not the leader")
+	require.Eventually(t, func() bool {
+		return testutil.ToFloat64(ts.srv.notServing) == 1
+	}, 10*time.Second, 10*time.Millisecond)
+
+	require.Eventually(t, func() bool {
+		_, err := client.Join(callCtx(t), &shardscrapev1.JoinRequest{WorkerId: "w-1"})
+		return err == nil
+	}, 10*time.Second, 20*time.Millisecond, "the client reconnects")
+	require.NotEqual(t, first, ts.worker.peer.Load(), "the next call comes on a new connection")
+
+	require.Equal(t, codes.Unavailable, status.Code(fmt.Errorf("wrapped: %w", NotServing("x"))))
+	require.True(t, isNotServing(fmt.Errorf("wrapped: %w", NotServing("x"))))
+	require.False(t, isNotServing(status.Error(codes.Unavailable, "plain")), "only NotServing closes connections")
 }
 
 func TestGracefulStop(t *testing.T) {
