@@ -24,9 +24,11 @@ import (
 	"github.com/prometheus/prometheus/promql"
 	"github.com/prometheus/prometheus/promql/parser"
 	"github.com/prometheus/prometheus/promql/promqltest"
+	"github.com/prometheus/prometheus/storage/remote"
 	"github.com/prometheus/prometheus/util/teststorage"
 	"github.com/stretchr/testify/require"
 
+	"github.com/shardscrape/shardscrape/internal/synth"
 	"github.com/shardscrape/shardscrape/internal/testenv"
 )
 
@@ -190,13 +192,25 @@ type dashboard struct {
 }
 
 type panel struct {
-	ID         int             `json:"id"`
-	Type       string          `json:"type"`
-	Title      string          `json:"title"`
-	Datasource *datasource     `json:"datasource"`
-	Targets    []panelTarget   `json:"targets"`
-	Panels     []panel         `json:"panels"` // a collapsed row's
-	GridPos    json.RawMessage `json:"gridPos"`
+	ID         int           `json:"id"`
+	Type       string        `json:"type"`
+	Title      string        `json:"title"`
+	Datasource *datasource   `json:"datasource"`
+	Targets    []panelTarget `json:"targets"`
+	Panels     []panel       `json:"panels"` // a collapsed row's
+	GridPos    *gridPos      `json:"gridPos"`
+}
+
+type gridPos struct {
+	H int `json:"h"`
+	W int `json:"w"`
+	X int `json:"x"`
+	Y int `json:"y"`
+}
+
+// overlaps reports whether two grid positions share a cell.
+func (g gridPos) overlaps(o gridPos) bool {
+	return g.X < o.X+o.W && o.X < g.X+g.W && g.Y < o.Y+o.H && o.Y < g.Y+g.H
 }
 
 type panelTarget struct {
@@ -402,13 +416,22 @@ func dashboardExpressions(t *testing.T, file string) []expression {
 		}
 	}
 
+	for i, p := range d.Panels {
+		for _, o := range d.Panels[:i] {
+			if p.GridPos != nil && o.GridPos != nil {
+				require.False(t, p.GridPos.overlaps(*o.GridPos), "%s: panels %d and %d overlap", file, o.ID, p.ID)
+			}
+		}
+	}
 	ids := map[int]string{}
 	for _, p := range allPanels(d.Panels) {
 		where := fmt.Sprintf("%s: panel %d %q", file, p.ID, p.Title)
 		require.Positive(t, p.ID, where)
 		require.NotContains(t, ids, p.ID, "%s: id also used by %q", where, ids[p.ID])
 		ids[p.ID] = p.Title
-		require.NotEmpty(t, p.GridPos, "%s: no gridPos", where)
+		require.NotNil(t, p.GridPos, "%s: no gridPos", where)
+		g := *p.GridPos
+		require.True(t, g.W > 0 && g.H > 0 && g.X >= 0 && g.Y >= 0 && g.X+g.W <= 24, "%s: gridPos %+v outside the 24-column grid", where, g)
 		if p.Type == "row" {
 			require.Empty(t, p.Targets, where)
 			continue
@@ -612,18 +635,38 @@ type pipeline struct {
 }
 
 // startPipeline starts the pipeline and waits until the target is scraped
-// and samples were sent.
-func startPipeline(t *testing.T) *pipeline {
+// and samples were sent. The target is a synthetic node_exporter (the
+// source document's node metrics) carrying the source document's ip label;
+// the remote-write sink stores what the worker sends in st.
+func startPipeline(t *testing.T, st *store) *pipeline {
 	t.Helper()
 	dir := t.TempDir()
 
-	target := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		_, _ = io.WriteString(w, "# TYPE demo_requests_total counter\ndemo_requests_total 1\n")
-	}))
+	target := httptest.NewServer(synth.New(synth.Options{Kind: synth.KindNode, Series: 400, Seed: 1}))
 	t.Cleanup(target.Close)
 	pl := &pipeline{writes: &atomic.Int64{}}
 	sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.Copy(io.Discard, r.Body)
+		req, err := remote.DecodeWriteRequest(r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		app := st.db.Appender(context.Background())
+		for _, ts := range req.Timeseries {
+			b := labels.NewScratchBuilder(len(ts.Labels))
+			for _, l := range ts.Labels {
+				b.Add(l.Name, l.Value)
+			}
+			b.Sort()
+			for _, smp := range ts.Samples {
+				// Out of order or duplicate after a retry: keep the first.
+				_, _ = app.Append(0, b.Labels(), smp.Timestamp, smp.Value)
+			}
+		}
+		if err := app.Commit(); err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
 		pl.writes.Add(1)
 		w.WriteHeader(http.StatusNoContent)
 	}))
@@ -636,9 +679,10 @@ func startPipeline(t *testing.T) *pipeline {
   scrape_interval: 1s
   extra_scrape_metrics: true
 scrape_configs:
-  - job_name: demo
+  - job_name: node-exporter
     static_configs:
       - targets: [%q]
+        labels: {ip: 10.0.0.1}
 `, strings.TrimPrefix(target.URL, "http://"))), 0o600))
 
 	addr := func() string {
@@ -804,8 +848,12 @@ func TestMonitoringMetricsExposed(t *testing.T) {
 		}
 	}
 	require.NotEmpty(t, pipelineTargets)
-	pl := startPipeline(t)
 	st := newStore(t)
+	pl := startPipeline(t, st)
+	// What the worker wrote: two samples of the node, for rate().
+	require.Eventually(t, func() bool {
+		return len(st.eval(t, expression{where: "node samples", expr: `count_over_time(node_uname_info{ip="10.0.0.1", cluster_name="test"}[5m]) >= 2`}, time.Now())) == 1
+	}, 60*time.Second, 100*time.Millisecond, "the worker never wrote the node's samples twice")
 
 	// Two scrapes of each binary, so that rate() has two samples.
 	_, _, first := st.snapshot(t, pl)
@@ -829,6 +877,10 @@ func TestMonitoringMetricsExposed(t *testing.T) {
 				require.Empty(t, v, "%s fires on a healthy pipeline: %s", x.where, x.expr)
 			case pipelineTargets[x.where] && !usesBucketsOrLazy(x.expr):
 				require.NotEmpty(t, v, "%s: no data from the running pipeline: %s", x.where, x.expr)
+			case onlyNodeMetrics(x.expr):
+				// The source document's node queries, on what the worker
+				// wrote for a node_exporter target.
+				require.NotEmpty(t, v, "%s: no data from the node the pipeline scraped: %s", x.where, x.expr)
 			}
 		}
 	})
@@ -879,6 +931,25 @@ func TestMonitoringMetricsExposed(t *testing.T) {
 		}
 		require.Empty(t, st.eval(t, alerts["ShardscrapeCoordinatorNoLeader"], ts))
 	})
+}
+
+// onlyNodeMetrics reports whether every selector of expr reads a
+// node_exporter metric or up.
+func onlyNodeMetrics(expr string) bool {
+	e, err := promqlParser.ParseExpr(expr)
+	if err != nil {
+		return false
+	}
+	n := 0
+	only := true
+	parser.Inspect(e, func(node parser.Node, _ []parser.Node) error {
+		if vs, ok := node.(*parser.VectorSelector); ok {
+			n++
+			only = only && (strings.HasPrefix(vs.Name, "node_") || vs.Name == "up")
+		}
+		return nil
+	})
+	return n > 0 && only
 }
 
 // usesBucketsOrLazy reports whether expr reads classic histogram buckets
