@@ -1,6 +1,15 @@
 // Package e2e_test runs shardscrape's real binaries together: a coordinator,
-// scraper workers, synthetic targets and a real VictoriaMetrics, and checks
-// what arrives at the receiver. Skipped under -short.
+// scraper workers, a simulated fleet (internal/fleet: node_exporter-like and
+// application targets at their own 127.x addresses, the Consul and
+// Kubernetes fakes) and a real VictoriaMetrics, and measures what arrives at
+// the receiver: every target's `up` samples per scrape interval. Skipped
+// under -short.
+//
+// Figures are logged as `e2e-figure: <case> key=value ...` lines, so
+//
+//	go test -count 1 ./test/e2e/ -v | grep e2e-figure
+//
+// prints the coverage the run measured.
 package e2e_test
 
 import (
@@ -10,6 +19,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/shardscrape/shardscrape/internal/testenv"
 )
@@ -26,6 +36,7 @@ func run(m *testing.M) int {
 	if testing.Short() {
 		return m.Run()
 	}
+	start := time.Now()
 	root, err := testenv.ModuleRoot()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
@@ -45,5 +56,7 @@ func run(m *testing.M) int {
 			return 1
 		}
 	}
-	return m.Run()
+	code := m.Run()
+	fmt.Printf("e2e-figure: suite seconds=%.1f exit=%d\n", time.Since(start).Seconds(), code)
+	return code
 }
