@@ -875,6 +875,8 @@ func TestMonitoringMetricsExposed(t *testing.T) {
 			switch {
 			case x.rule && strings.Contains(x.where, ": Shardscrape"):
 				require.Empty(t, v, "%s fires on a healthy pipeline: %s", x.where, x.expr)
+			case x.rule:
+				require.NotEmpty(t, v, "%s records nothing on a running pipeline: %s", x.where, x.expr)
 			case pipelineTargets[x.where] && !usesBucketsOrLazy(x.expr):
 				require.NotEmpty(t, v, "%s: no data from the running pipeline: %s", x.where, x.expr)
 			case onlyNodeMetrics(x.expr):
