@@ -789,10 +789,21 @@ func (s *store) snapshot(t *testing.T, pl *pipeline) (time.Time, testenv.MetricS
 	return now, cms, sms
 }
 
-// eval runs an instant query; Grafana variables select everything.
-func (s *store) eval(t *testing.T, x expression, ts time.Time) promql.Vector {
+var grafanaVarValueRe = regexp.MustCompile(`__grafana_var_(\w+?)__`)
+
+// eval runs an instant query; Grafana variables take their value in vars,
+// else select everything (All).
+func (s *store) eval(t *testing.T, x expression, ts time.Time, vars ...map[string]string) promql.Vector {
 	t.Helper()
-	expr := regexp.MustCompile(`__grafana_var_\w+__`).ReplaceAllString(x.expr, ".*")
+	expr := grafanaVarValueRe.ReplaceAllStringFunc(x.expr, func(m string) string {
+		name := grafanaVarValueRe.FindStringSubmatch(m)[1]
+		for _, vs := range vars {
+			if v, ok := vs[name]; ok {
+				return v
+			}
+		}
+		return ".*"
+	})
 	q, err := s.engine.NewInstantQuery(t.Context(), s.db, nil, expr, ts)
 	require.NoError(t, err, "%s: %s", x.where, expr)
 	defer q.Close()
@@ -1160,4 +1171,72 @@ func TestMonitoringAlertsFire(t *testing.T) {
 	for name := range cases {
 		require.True(t, slices.ContainsFunc(rules, func(r rulefmt.Rule) bool { return r.Alert == name }), "case %s: no such alert", name)
 	}
+}
+
+// kubernetesFixture is one cluster, one node and one pod as node_exporter
+// (with the source document's ip label), kube-state-metrics v2, cAdvisor,
+// etcd and the API server expose them, in promqltest's load syntax at a
+// 1m step.
+const kubernetesFixture = `
+load 1m
+  up{cluster_name="c1", job="kubernetes-nodes", instance="node-1"} 1x10
+  node_uname_info{cluster_name="c1", ip="10.0.0.1", instance="10.0.0.1:9100", nodename="node-1"} 1x10
+  node_cpu_seconds_total{cluster_name="c1", ip="10.0.0.1", cpu="0", mode="idle"} 0+50x10
+  node_cpu_seconds_total{cluster_name="c1", ip="10.0.0.1", cpu="0", mode="system"} 0+10x10
+  node_memory_MemTotal_bytes{cluster_name="c1", ip="10.0.0.1"} 1e10x10
+  node_memory_MemFree_bytes{cluster_name="c1", ip="10.0.0.1"} 4e9x10
+  node_memory_Cached_bytes{cluster_name="c1", ip="10.0.0.1"} 2e9x10
+  node_filesystem_size_bytes{cluster_name="c1", ip="10.0.0.1", device="/dev/sdb1", fstype="xfs", mountpoint="/data"} 1e12x10
+  node_filesystem_free_bytes{cluster_name="c1", ip="10.0.0.1", device="/dev/sdb1", fstype="xfs", mountpoint="/data"} 4e11x10
+  node_disk_read_bytes_total{cluster_name="c1", ip="10.0.0.1", device="sdb"} 0+1e6x10
+  node_disk_written_bytes_total{cluster_name="c1", ip="10.0.0.1", device="sdb"} 0+2e6x10
+  node_disk_io_time_seconds_total{cluster_name="c1", ip="10.0.0.1", device="sdb"} 0+6x10
+  kube_node_info{cluster_name="c1", job="kube-state-metrics", node="node-1", internal_ip="10.0.0.1", kernel_version="6.1"} 1x10
+  kube_node_status_condition{cluster_name="c1", job="kube-state-metrics", node="node-1", condition="Ready", status="true"} 1x10
+  kube_pod_info{cluster_name="c1", job="kube-state-metrics", namespace="shop", pod="web-0", uid="u1", node="node-1", host_ip="10.0.0.1", pod_ip="10.1.0.5", created_by_kind="StatefulSet"} 1x10
+  kube_pod_status_phase{cluster_name="c1", job="kube-state-metrics", namespace="shop", pod="web-0", uid="u1", phase="Running"} 1x10
+  kube_pod_status_phase{cluster_name="c1", job="kube-state-metrics", namespace="shop", pod="web-0", uid="u1", phase="Pending"} 0x10
+  kube_pod_container_status_waiting_reason{cluster_name="c1", job="kube-state-metrics", namespace="shop", pod="web-0", uid="u1", container="sidecar", reason="CrashLoopBackOff"} 1x10
+  kube_pod_container_status_restarts_total{cluster_name="c1", job="kube-state-metrics", namespace="shop", pod="web-0", uid="u1", container="sidecar"} 0+1x10
+  kube_pod_container_resource_requests{cluster_name="c1", job="kube-state-metrics", namespace="shop", pod="web-0", uid="u1", container="web", node="node-1", resource="cpu", unit="core"} 0.5x10
+  kube_pod_container_resource_requests{cluster_name="c1", job="kube-state-metrics", namespace="shop", pod="web-0", uid="u1", container="web", node="node-1", resource="memory", unit="byte"} 1e9x10
+  container_cpu_usage_seconds_total{cluster_name="c1", job="kubernetes-cadvisor", instance="node-1", namespace="shop", pod="web-0", container="web", image="web:1"} 0+30x10
+  container_memory_working_set_bytes{cluster_name="c1", job="kubernetes-cadvisor", instance="node-1", namespace="shop", pod="web-0", container="web", image="web:1"} 5e8x10
+  etcd_server_has_leader{cluster_name="c1", job="etcd", instance="10.0.0.2:2379"} 1x10
+  apiserver_request_total{cluster_name="c1", job="kubernetes-apiservers", instance="10.0.0.2:6443", code="200", verb="GET"} 0+100x10
+  apiserver_request_total{cluster_name="c1", job="kubernetes-apiservers", instance="10.0.0.2:6443", code="500", verb="GET"} 0+1x10
+`
+
+// TestMonitoringKubernetesViews evaluates every query and variable of the
+// cluster and node dashboards on kubernetesFixture: each returns data, so
+// their joins (node IPs to node names through kube_node_info, pods to nodes
+// through kube_pod_info) and label names match what the exporters expose.
+func TestMonitoringKubernetesViews(t *testing.T) {
+	st := &store{
+		db:     promqltest.LoadedStorage(t, kubernetesFixture),
+		engine: promql.NewEngine(promql.EngineOpts{MaxSamples: 1e6, Timeout: time.Minute, LookbackDelta: 5 * time.Minute, Parser: promqlParser}),
+	}
+	at := time.Unix(0, 0).Add(9 * time.Minute)
+	// All selected, and the one cluster, node and disk selected.
+	selected := map[string]string{"cluster": "c1", "node": "10.0.0.1", "node_name": "node-1", "device": "sdb"}
+	for _, file := range []string{"cluster.json", "node.json"} {
+		for _, x := range dashboardExpressions(t, filepath.Join(dashboardsDir, file)) {
+			require.NotEmpty(t, st.eval(t, x, at), "%s: no data from one node, one pod: %s", x.where, x.expr)
+			require.NotEmpty(t, st.eval(t, x, at, selected), "%s: no data with %v selected: %s", x.where, selected, x.expr)
+		}
+	}
+	// Another node selected: the node's panels are empty (or zero).
+	other := map[string]string{"cluster": "c1", "node": "10.0.0.9", "node_name": "node-9", "device": "sdb"}
+	for _, x := range dashboardExpressions(t, filepath.Join(dashboardsDir, "node.json")) {
+		if strings.Contains(x.where, "variable") {
+			continue
+		}
+		for _, smp := range st.eval(t, x, at, other) {
+			require.Zero(t, smp.F, "%s: data of node 10.0.0.1 with node 10.0.0.9 selected: %s", x.where, x.expr)
+		}
+	}
+	// The hidden node_name variable maps the selected IPs to node names.
+	v := st.eval(t, expression{where: "node_name", expr: `kube_node_info{cluster_name=~"c1", internal_ip=~"10.0.0.1"}`}, at)
+	require.Len(t, v, 1)
+	require.Equal(t, "node-1", v[0].Metric.Get("node"))
 }
