@@ -638,7 +638,7 @@ type pipeline struct {
 // and samples were sent. The target is a synthetic node_exporter (the
 // source document's node metrics) carrying the source document's ip label;
 // the remote-write sink stores what the worker sends in st.
-func startPipeline(t *testing.T, st *store) *pipeline {
+func startPipeline(t *testing.T, st *store, remoteWriteURLs ...string) *pipeline {
 	t.Helper()
 	dir := t.TempDir()
 
@@ -697,13 +697,18 @@ scrape_configs:
 		"--storage.path="+filepath.Join(dir, "coordinator"), "--cluster.name=test",
 		"--lease.ttl=3s", "--discovery.update-interval=100ms")
 	require.NoError(t, pl.coordinator.Start())
-	pl.scraper = testenv.NewProcess(t, command("scraper"),
-		"--coordinator.address="+coordGRPC, "--worker.id=scraper-0", "--web.listen-address="+pl.scraperWeb,
-		"--storage.path="+filepath.Join(dir, "scraper"), "--remote-write.url="+sink.URL,
+	args := []string{
+		"--coordinator.address=" + coordGRPC, "--worker.id=scraper-0", "--web.listen-address=" + pl.scraperWeb,
+		"--storage.path=" + filepath.Join(dir, "scraper"), "--remote-write.url=" + sink.URL,
 		"--scrape.discovery-reload-interval=50ms",
 		// Alone, the worker has nobody to hand its target to: a drained
 		// Leave would wait for --shutdown.handoff-timeout.
-		"--no-shutdown.leave")
+		"--no-shutdown.leave",
+	}
+	for _, u := range remoteWriteURLs {
+		args = append(args, "--remote-write.url="+u)
+	}
+	pl.scraper = testenv.NewProcess(t, command("scraper"), args...)
 	require.NoError(t, pl.scraper.Start())
 
 	require.Eventually(t, func() bool {
@@ -860,7 +865,10 @@ func TestMonitoringMetricsExposed(t *testing.T) {
 	}
 	require.NotEmpty(t, pipelineTargets)
 	st := newStore(t)
-	pl := startPipeline(t, st)
+	// VictoriaMetrics, the source document's store, receives the same
+	// remote write: every expression must run there too.
+	vm := testenv.StartVictoriaMetrics(t)
+	pl := startPipeline(t, st, vm.WriteURL())
 	// What the worker wrote: two samples of the node, for rate().
 	require.Eventually(t, func() bool {
 		return len(st.eval(t, expression{where: "node samples", expr: `count_over_time(node_uname_info{ip="10.0.0.1", cluster_name="test"}[5m]) >= 2`}, time.Now())) == 1
@@ -896,6 +904,47 @@ func TestMonitoringMetricsExposed(t *testing.T) {
 				require.NotEmpty(t, v, "%s: no data from the node the pipeline scraped: %s", x.where, x.expr)
 			}
 		}
+	})
+
+	t.Run("victoriametrics", func(t *testing.T) {
+		// MetricsQL runs every expression; the node queries have data from
+		// what the worker wrote (rate needs two samples of each series).
+		vmQuery := func(x expression) (model.Vector, error) {
+			expr := grafanaVarValueRe.ReplaceAllString(x.expr, ".*")
+			ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+			defer cancel()
+			v, _, _, err := vm.API().Query(ctx, expr, time.Now())
+			if err != nil {
+				return nil, fmt.Errorf("%s: %s: %w", x.where, expr, err)
+			}
+			switch v := v.(type) {
+			case model.Vector:
+				return v, nil
+			case *model.Scalar:
+				return model.Vector{{Value: v.Value}}, nil
+			}
+			return nil, fmt.Errorf("%s: %s: result %s", x.where, expr, v.Type())
+		}
+		for _, x := range exprs {
+			_, err := vmQuery(x)
+			require.NoError(t, err)
+		}
+		_, err := vmQuery(expression{where: "broken", expr: "sum(rate(up[5m]) >"})
+		require.Error(t, err, "VictoriaMetrics accepts a broken query: the check above proves nothing")
+		require.Eventually(t, func() bool {
+			if err := vm.ForceFlush(t.Context()); err != nil {
+				return false
+			}
+			for _, x := range exprs {
+				if !onlyNodeMetrics(x.expr) {
+					continue
+				}
+				if v, err := vmQuery(x); err != nil || len(v) == 0 {
+					return false
+				}
+			}
+			return true
+		}, 60*time.Second, 500*time.Millisecond, "node queries without data in VictoriaMetrics")
 	})
 
 	t.Run("unknown names are reported", func(t *testing.T) {
