@@ -27,12 +27,21 @@ import (
 	"github.com/prometheus/common/promslog"
 	promslogflag "github.com/prometheus/common/promslog/flag"
 	"github.com/prometheus/prometheus/scrape"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 
 	"github.com/shardscrape/shardscrape/internal/rpc"
 	pb "github.com/shardscrape/shardscrape/proto/shardscrape/v1"
 	"github.com/shardscrape/shardscrape/remotewrite"
 	"github.com/shardscrape/shardscrape/scraper"
 )
+
+// coordinatorConnectParams bound the reconnect backoff to the coordinator
+// at one second (gRPC's default MinConnectTimeout kept).
+var coordinatorConnectParams = grpc.ConnectParams{
+	Backoff:           backoff.Config{BaseDelay: 250 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
+	MinConnectTimeout: 20 * time.Second,
+}
 
 const (
 	defaultWebListenAddress = ":9095"
@@ -150,6 +159,12 @@ func runWorker(ctx context.Context, cfg flagConfig, logger *slog.Logger) error {
 		FlushDeadline:   time.Duration(cfg.flushDeadline),
 	}
 	if cfg.configFile == "" {
+		// Reconnect within a restarted coordinator's startup grace (one
+		// lease TTL): gRPC's default reconnect backoff grows to 120 s, and
+		// meanwhile every heartbeat fails at once with the last dial
+		// error, so after a minute's outage the workers came back 10–30 s
+		// late and the coordinator had handed their targets to others.
+		cfg.coordinator.DialOptions = append(cfg.coordinator.DialOptions, grpc.WithConnectParams(coordinatorConnectParams))
 		cc, err := rpc.Dial(cfg.coordinator.Address, cfg.coordinator)
 		if err != nil {
 			return fmt.Errorf("--coordinator.address: %w", err)
