@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/stretchr/testify/require"
 
@@ -165,7 +166,7 @@ func deliveries(series []testenv.Series, instances []string, from, to time.Time)
 		if tg == nil {
 			continue
 		}
-		name := s.Labels.Get(labels.MetricName)
+		name := s.Labels.Get(model.MetricNameLabel)
 		for i, ts := range s.Timestamps {
 			switch {
 			case name == "scrape_samples_post_metric_relabeling":

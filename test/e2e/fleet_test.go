@@ -309,8 +309,21 @@ func TestFleet(t *testing.T) {
 		}
 		restarted := time.Now()
 		c.restartCoordinator()
-		// Both workers back on their leases, then a few intervals more.
+		// Until both workers are back on their leases, sample who the
+		// restarted coordinator says owns each target: an assignment
+		// counts as changed if, at any sample, the target had an owner
+		// other than its owner before the kill.
+		changed := map[string]bool{}
+		samples := 0
 		require.True(t, pollUntil(waitLong, func() bool {
+			for _, ft := range c.targets() {
+				for _, o := range ft.Owners {
+					if o.Worker != before[ft.key()] {
+						changed[ft.key()] = true
+					}
+				}
+			}
+			samples++
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
 			resp, err := c.admin.ListWorkers(ctx, &shardscrapev1.ListWorkersRequest{})
@@ -329,13 +342,13 @@ func TestFleet(t *testing.T) {
 		c.waitSettled(n, "scraper-0", "scraper-1")
 		cov, del := window(t, "coordinator-sigkill", from, time.Now().Add(3*interval), nil)
 		after := c.waitSettled(n, "scraper-0", "scraper-1")
-		same := 0
 		for k, o := range before {
-			if after[k] == o {
-				same++
+			if after[k] != o {
+				changed[k] = true
 			}
 		}
-		figure(t, "coordinator-sigkill", "outage", restarted.Sub(from).Round(time.Second), "rejoin", rejoined.Sub(restarted).Round(100*time.Millisecond),
+		same := len(before) - len(changed)
+		figure(t, "coordinator-sigkill", "outage", restarted.Sub(from).Round(time.Second), "rejoin", rejoined.Sub(restarted).Round(100*time.Millisecond), "owner_samples", samples,
 			"assignments_unchanged", same, "of", len(before), "unchanged_fraction", fmt.Sprintf("%.4f", float64(same)/float64(len(before))))
 		if len(cov.DupTimes) > 0 {
 			slices.Sort(cov.DupTimes)
@@ -348,6 +361,7 @@ func TestFleet(t *testing.T) {
 		require.Zero(t, cov.Missed, "missed intervals: %v", cov.Problems)
 		require.Zero(t, cov.Down, "down: %v", cov.Problems)
 		require.Zero(t, del.Lost, "lost samples: %v", del.Problems)
+		require.LessOrEqual(t, cov.MaxDup, 1, "duplicates beyond one interval: %v", cov.PerTarget)
 		require.GreaterOrEqual(t, float64(same), 0.99*float64(len(before)), "assignments unchanged by the coordinator's restart")
 	})
 
