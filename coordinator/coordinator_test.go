@@ -368,3 +368,24 @@ func TestOwnedListFollowsSlots(t *testing.T) {
 	e.settle(fws[1:]...)
 	requireOwnedOnce(t, kept, fws[1:]...)
 }
+
+// A coordinator whose bucket lost its state (a fail-over onto a replica
+// with an empty or older store) meets workers holding newer generations.
+// Generations only increase (the contract): it continues above the newest
+// one a worker brings, so their heartbeats stay valid and every later
+// update is newer than anything a worker holds.
+func TestGenerationContinuesAboveWhatWorkersHold(t *testing.T) {
+	e := newEnv(t, objstore.NewInMemBucket(), nil, Options{})
+	ts := makeTargets("node", 50)
+	e.c.UpdateTargets(map[string][]relabel.Target{"node": ts})
+	const held = 1000
+	fw := e.join("scraper-0", held)
+	// Before its snapshot arrives the worker still reports what it holds.
+	_, err := e.wc.Heartbeat(context.Background(), &shardscrapev1.HeartbeatRequest{WorkerId: fw.id, LeaseEpoch: fw.epoch, Generation: held})
+	require.NoError(t, err)
+	e.settle(fw)
+	require.Greater(t, fw.generation(), uint64(held))
+	requireOwnedOnce(t, ts, fw)
+	_, err = fw.heartbeat()
+	require.NoError(t, err)
+}

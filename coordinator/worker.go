@@ -240,6 +240,14 @@ func (s workerService) Join(_ context.Context, req *shardscrapev1.JoinRequest) (
 	}
 	w.address, w.zone, w.capacity, w.version = req.GetAddress(), req.GetZone(), capacity, req.GetVersion()
 	w.joinGen = req.GetGeneration()
+	if w.joinGen > c.gen {
+		// This coordinator's store is behind the workers (a fail-over onto
+		// a replica with an empty or older bucket). Generations only
+		// increase: go on above the newest one a worker holds.
+		c.logger.Warn("Worker holds a newer generation than the stored state; continuing above it", "worker", w.id, "worker_generation", w.joinGen, "stored_generation", c.gen)
+		c.gen = w.joinGen
+		c.metrics.generation.Set(float64(c.gen))
+	}
 	c.epoch++
 	w.epoch = c.epoch
 	w.leaseExpiry = now.Add(c.opts.LeaseTTL)
