@@ -216,6 +216,7 @@ func TestFleet(t *testing.T) {
 		require.NoError(t, w.p.Wait(ctx), "scraper-3 exits 0 after draining")
 		logs := w.p.Logs()
 		require.NotContains(t, logs, "remote write did not catch up", "scraper-3 flushed everything it scraped")
+		require.Regexp(t, `msg="left coordinator" .*drained=true`, logs, "scraper-3 handed every target over")
 		require.Contains(t, logs, "worker stopped")
 		delete(c.workers, "scraper-3")
 		c.waitSettled(n, "scraper-0", "scraper-1", "scraper-2")
