@@ -101,6 +101,7 @@ func runFleet(ctx context.Context, cfg flagConfig, logger *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("invalid flags: %w", err)
 	}
+	raiseOpenFiles(cfg.opts.Nodes*(1+cfg.opts.PodsPerNode), logger)
 	lis, err := net.Listen("tcp", cfg.webListen)
 	if err != nil {
 		return fmt.Errorf("listen on --web.listen-address=%s: %w", cfg.webListen, err)
