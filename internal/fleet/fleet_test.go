@@ -423,3 +423,29 @@ func TestPortTaken(t *testing.T) {
 	require.Equal(t, "pod", pe.Kind)
 	require.NoError(t, f.Close())
 }
+
+// TestTenThousandTargets: two sockets serve a fleet of 10,000 node targets
+// and 10,000 pods, each at its own address, all registered in both fakes.
+func TestTenThousandTargets(t *testing.T) {
+	f, _ := start(t, fleet.Options{Nodes: 10000, PodsPerNode: 1, NodeSeries: 20, PodSeries: 20})
+	nodes, pods := f.Nodes(), f.Pods()
+	require.Len(t, nodes, 10000)
+	require.Len(t, pods, 10000)
+	require.Equal(t, "127.1.39.16", nodes[9999].IP)
+	require.Equal(t, "127.16.39.16", pods[9999].IP)
+	require.Equal(t, 10000, f.Kube().Len(&corev1.Pod{}))
+	require.Equal(t, 10000, f.Kube().Len(&corev1.Node{}))
+	c := client(t)
+	for _, i := range []int{0, 1, 255, 256, 4999, 9998, 9999} {
+		for _, addr := range []string{nodes[i].Addr, pods[i].Addr} {
+			code, body := get(t, c, "http://"+addr+"/metrics")
+			require.Equal(t, http.StatusOK, code, addr)
+			require.Len(t, parse(t, body), 20, addr)
+		}
+	}
+	// One past the last of each range answers 404.
+	code, _ := get(t, c, fmt.Sprintf("http://127.1.39.17:%d/metrics", f.NodePort()))
+	require.Equal(t, http.StatusNotFound, code)
+	code, _ = get(t, c, fmt.Sprintf("http://127.16.39.17:%d/metrics", f.PodPort()))
+	require.Equal(t, http.StatusNotFound, code)
+}

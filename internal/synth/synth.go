@@ -82,6 +82,7 @@ type series struct {
 	share    float64 // fraction of the group's value (histogram buckets); 1 otherwise
 	group    uint32  // values are drawn per group
 	counter  bool
+	integer  bool // a count: whole numbers
 }
 
 type family struct {
@@ -215,7 +216,10 @@ func (e *Exporter) Append(buf []byte, now time.Time) []byte {
 			}
 			base := math.Round(unit(mix(e.seed^uint64(s.group)*0xc2b2ae3d27d4eb4f))*s.scale*1000)/1000 + 1
 			v := base * s.share
-			if s.counter {
+			switch {
+			case s.integer:
+				v = math.Floor(v * elapsed)
+			case s.counter:
 				v = math.Round(v*elapsed*1000) / 1000
 			}
 			buf = strconv.AppendFloat(buf, v, 'g', -1, 64)
@@ -282,27 +286,27 @@ func (b *builder) add(name, help string, counter bool, scale float64, sets [][]s
 
 // histogram appends a histogram family with one histogram per label set:
 // cumulative buckets over cdf (le → fraction of requests), _sum and
-// _count, as far as series are left.
+// _count, as far as whole histograms fit in the series left.
 func (b *builder) histogram(name, help string, scale float64, sets [][]string, les []string, cdf []float64, meanSeconds float64) {
-	if b.left <= 0 || len(sets) == 0 {
+	if n := min(len(sets), b.left/(len(les)+2)); n < len(sets) {
+		sets = sets[:n]
+	}
+	if len(sets) == 0 {
 		return
 	}
 	f := family{header: header(name, help, "histogram")}
 	for _, set := range sets {
 		b.groups++
-		one := func(n string, extra []string, share float64) {
-			if b.left == 0 {
-				return
-			}
+		one := func(n string, extra []string, share float64, integer bool) {
 			p, cut := prefix(n, append(append([]string(nil), set...), extra...))
-			f.series = append(f.series, series{prefix: p, cut: cut, labelled: true, scale: scale, share: share, group: b.groups, counter: true})
+			f.series = append(f.series, series{prefix: p, cut: cut, labelled: true, scale: scale, share: share, group: b.groups, counter: true, integer: integer})
 			b.left--
 		}
 		for i, le := range les {
-			one(name+"_bucket", []string{"le", le}, cdf[i])
+			one(name+"_bucket", []string{"le", le}, cdf[i], true)
 		}
-		one(name+"_sum", nil, meanSeconds)
-		one(name+"_count", nil, 1)
+		one(name+"_sum", nil, meanSeconds, false)
+		one(name+"_count", nil, 1, true)
 	}
 	b.families = append(b.families, f)
 }
@@ -418,5 +422,11 @@ func (b *builder) app() {
 		}
 		sets[i] = []string{"handler", handler, "method", methods[i%per/len(codes)], "code", codes[i%len(codes)]}
 	}
+	before := len(b.families)
 	b.add("http_requests_total", "Total number of HTTP requests by handler, method and code.", true, 50, sets)
+	if n := len(b.families); n > before {
+		for i := range b.families[n-1].series {
+			b.families[n-1].series[i].integer = true
+		}
+	}
 }

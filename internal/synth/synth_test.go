@@ -2,6 +2,7 @@ package synth
 
 import (
 	"bytes"
+	"math"
 	"testing"
 	"time"
 
@@ -70,4 +71,58 @@ func TestSeedsDiffer(t *testing.T) {
 	b := parse(t, New(Options{Seed: 2, Start: now}).Append(nil, now))
 	require.Equal(t, len(a), len(b))
 	require.NotEqual(t, a, b)
+}
+
+func TestAppExposition(t *testing.T) {
+	for _, n := range []int{1, 9, 20, 23, 37, 50, 500} {
+		e := New(Options{Kind: KindApp, Series: n, Seed: 3})
+		require.Equal(t, n, e.Series())
+		body := e.Append(nil, time.Now())
+		p := expfmt.NewTextParser(model.UTF8Validation)
+		fams, err := p.TextToMetricFamilies(bytes.NewReader(body))
+		require.NoError(t, err, "series=%d", n)
+		lines := 0
+		for _, l := range bytes.Split(body, []byte("\n")) {
+			if len(l) > 0 && l[0] != '#' {
+				lines++
+			}
+		}
+		require.Equal(t, n, lines, "series=%d", n)
+		if h, ok := fams["http_request_duration_seconds"]; ok {
+			// Only whole histograms: every one ends at +Inf, buckets
+			// cumulative.
+			for _, m := range h.GetMetric() {
+				bs := m.GetHistogram().GetBucket()
+				require.True(t, math.IsInf(bs[len(bs)-1].GetUpperBound(), 1), "series=%d", n)
+			}
+		}
+	}
+	start := time.Unix(1_700_000_000, 0)
+	e := New(Options{Kind: KindApp, Seed: 5, Start: start})
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(bytes.NewReader(e.Append(nil, start.Add(time.Hour))))
+	require.NoError(t, err)
+	require.Len(t, fams["http_request_duration_seconds"].GetMetric(), 2)
+	for _, m := range fams["http_request_duration_seconds"].GetMetric() {
+		prev := uint64(0)
+		for _, b := range m.GetHistogram().GetBucket() {
+			require.GreaterOrEqual(t, b.GetCumulativeCount(), prev)
+			prev = b.GetCumulativeCount()
+		}
+		require.Equal(t, prev, m.GetHistogram().GetSampleCount())
+		require.Positive(t, prev)
+	}
+	require.Contains(t, fams, "http_requests_total")
+	require.Contains(t, fams, "go_goroutines")
+}
+
+func TestLayoutShared(t *testing.T) {
+	l := NewLayout(KindNode, 300)
+	now := time.Now()
+	a, b := l.New(Options{Seed: 1, Start: now}), l.New(Options{Seed: 2, Start: now})
+	require.Equal(t, 300, a.Series())
+	require.Equal(t, KindNode, l.Kind())
+	require.NotEqual(t, string(a.Append(nil, now)), string(b.Append(nil, now)))
+	// Same seed, same layout or not: same exposition.
+	require.Equal(t, string(a.Append(nil, now)), string(New(Options{Series: 300, Seed: 1, Start: now}).Append(nil, now)))
 }
