@@ -214,8 +214,10 @@ func (e *Exporter) Append(buf []byte, now time.Time) []byte {
 			} else {
 				buf = append(buf, s.prefix...)
 			}
-			base := math.Round(unit(mix(e.seed^uint64(s.group)*0xc2b2ae3d27d4eb4f))*s.scale*1000)/1000 + 1
-			v := base * s.share
+			var v float64
+			if s.scale >= 0 { // a negative scale is a gauge held at 0
+				v = (math.Round(unit(mix(e.seed^uint64(s.group)*0xc2b2ae3d27d4eb4f))*s.scale*1000)/1000 + 1) * s.share
+			}
 			switch {
 			case s.integer:
 				v = math.Floor(v * elapsed)
@@ -360,10 +362,10 @@ func (b *builder) node() {
 		{"size_bytes", "Filesystem size in bytes."},
 		{"files", "Filesystem total file nodes."},
 		{"files_free", "Filesystem total free file nodes."},
-		{"readonly", "Filesystem read-only status."},
 	} {
 		b.add("node_filesystem_"+m.name, m.help, false, 1<<40, mountpoints)
 	}
+	b.add("node_filesystem_readonly", "Filesystem read-only status.", false, -1, mountpoints)
 	for _, m := range []string{"read_bytes", "written_bytes", "reads_completed", "writes_completed",
 		"io_time_seconds", "read_time_seconds", "write_time_seconds", "discarded_sectors"} {
 		b.add("node_disk_"+m+"_total", "The total number of "+m+".", true, 1<<20, cross("device", disks))
