@@ -233,13 +233,13 @@ EOF
 
 # Run until a signal (the traps) or until any child exits.
 while :; do
-	wait -n || true
+	died=
+	if wait -n -p died; then rc=0; else rc=$?; fi
+	[[ -n $died ]] || continue
 	for name in "${NAMES[@]}"; do
-		pid=${PIDS[$name]:-}
-		if [[ -n $pid ]] && ! kill -0 "$pid" 2>/dev/null; then
-			wait "$pid" && rc=0 || rc=$?
+		if [[ ${PIDS[$name]:-} == "$died" ]]; then
 			unset "PIDS[$name]"
-			echo "run.sh: $name (pid $pid) exited with status $rc; the end of ${LOGFILE[$name]}:" >&2
+			echo "run.sh: $name (pid $died) exited with status $rc; the end of ${LOGFILE[$name]}:" >&2
 			tail -n 20 "${LOGFILE[$name]}" >&2 || true
 			exit 1
 		fi

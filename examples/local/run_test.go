@@ -371,7 +371,7 @@ func TestRunScript(t *testing.T) {
 		case <-time.After(3 * time.Minute):
 			t.Fatal("run.sh did not stop when fleetsim died")
 		}
-		require.Contains(t, out.String(), fmt.Sprintf("fleetsim (pid %d) exited", fleetsim))
+		require.Contains(t, out.String(), fmt.Sprintf("fleetsim (pid %d) exited with status 137", fleetsim))
 		require.Contains(t, out.String(), "Stopped.")
 		for _, pid := range kids {
 			require.False(t, alive(pid), "child %d still running", pid)
