@@ -48,7 +48,6 @@ die() {
 for b in victoria-metrics fleetsim coordinator scraper shardctl; do
 	[[ -x $BIN/$b ]] || die "$BIN/$b is missing: run 'make run' (it builds ./bin and installs VictoriaMetrics)"
 done
-command -v curl >/dev/null || die "curl is needed to wait for readiness: apt-get install curl"
 
 # Every port the run binds; the fleet's target ports (9100, 8080) are bound
 # on the wildcard address of the loopback device.
@@ -153,18 +152,27 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# wait_ready NAME URL: poll URL until 200, for READY_TIMEOUT seconds, as long
-# as NAME runs.
+# http_ok PORT PATH: GET http://127.0.0.1:PORT/PATH answers 200 (bash's
+# /dev/tcp, so that nothing beyond bash is needed).
+http_ok() (
+	exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 1
+	printf 'GET %s HTTP/1.0\r\nHost: 127.0.0.1:%s\r\n\r\n' "$2" "$1" >&3
+	IFS= read -r -t 2 status <&3 || exit 1
+	[[ $status == "HTTP/1."[01]" 200"* ]]
+) 2>/dev/null
+
+# wait_ready NAME PORT PATH: poll until http_ok, for READY_TIMEOUT seconds,
+# as long as NAME runs.
 wait_ready() {
-	local name=$1 url=$2 deadline=$((SECONDS + READY_TIMEOUT))
-	while ! curl -fsS -o /dev/null --max-time 2 "$url" 2>/dev/null; do
+	local name=$1 port=$2 path=$3 deadline=$((SECONDS + READY_TIMEOUT))
+	while ! http_ok "$port" "$path"; do
 		if ! kill -0 "${PIDS[$name]}" 2>/dev/null; then
 			echo "run.sh: $name exited before it was ready; the end of ${LOGFILE[$name]}:" >&2
 			tail -n 20 "${LOGFILE[$name]}" >&2 || true
 			exit 1
 		fi
 		if ((SECONDS >= deadline)); then
-			echo "run.sh: $name was not ready at $url within ${READY_TIMEOUT}s; see ${LOGFILE[$name]}" >&2
+			echo "run.sh: $name was not ready at http://127.0.0.1:$port$path within ${READY_TIMEOUT}s; see ${LOGFILE[$name]}" >&2
 			exit 1
 		fi
 		sleep 0.2
@@ -179,13 +187,13 @@ start victoria-metrics "$BIN/victoria-metrics" \
 	-storageDataPath="$DATA/vm" \
 	-search.latencyOffset=5s \
 	-loggerLevel=WARN
-wait_ready victoria-metrics "http://127.0.0.1:$VM_PORT/health"
+wait_ready victoria-metrics "$VM_PORT" /health
 
 start fleetsim "$BIN/fleetsim" \
 	--web.listen-address="127.0.0.1:$FLEETSIM_PORT" \
 	--node.port="$NODE_PORT" --pod.port="$POD_PORT" \
 	--nodes="$NODES" --pods-per-node="$PODS_PER_NODE"
-wait_ready fleetsim "http://127.0.0.1:$FLEETSIM_PORT/-/ready"
+wait_ready fleetsim "$FLEETSIM_PORT" /-/ready
 
 start coordinator "$BIN/coordinator" \
 	--config.file="$CONFIG" \
@@ -193,7 +201,7 @@ start coordinator "$BIN/coordinator" \
 	--web.listen-address="127.0.0.1:$COORDINATOR_WEB_PORT" \
 	--grpc.listen-address="127.0.0.1:$COORDINATOR_GRPC_PORT" \
 	--storage.path="$DATA/coordinator"
-wait_ready coordinator "http://127.0.0.1:$COORDINATOR_WEB_PORT/-/ready"
+wait_ready coordinator "$COORDINATOR_WEB_PORT" /-/ready
 
 for i in "${!SCRAPER_PORTS[@]}"; do
 	port=${SCRAPER_PORTS[$i]}
@@ -206,7 +214,7 @@ for i in "${!SCRAPER_PORTS[@]}"; do
 		--shutdown.handoff-timeout=5s
 done
 for i in "${!SCRAPER_PORTS[@]}"; do
-	wait_ready "scraper-$i" "http://127.0.0.1:${SCRAPER_PORTS[$i]}/-/ready"
+	wait_ready "scraper-$i" "${SCRAPER_PORTS[$i]}" /-/ready
 done
 
 targets=$((NODES + NODES * PODS_PER_NODE))
