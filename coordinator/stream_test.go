@@ -151,6 +151,47 @@ func TestLeaveTimesOut(t *testing.T) {
 	requireOwnedOnce(t, ts, fws[1])
 }
 
+// When the whole fleet stops at once, no worker is left to take targets
+// over: every Leave answers at once, not drained, instead of waiting out
+// its caller's handoff deadline. The last one out gives its targets back.
+func TestLeaveOfTheWholeFleetDoesNotWait(t *testing.T) {
+	e := newEnv(t, nil, nil, Options{})
+	fws := startWorkers(e, 2)
+	ts := makeTargets("node", 100)
+	e.c.UpdateTargets(map[string][]relabel.Target{"node": ts})
+	e.settle(fws...)
+	// A deadline far beyond the test's: only an answer ends these calls.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
+	defer cancel()
+	type result struct {
+		resp *shardscrapev1.LeaveResponse
+		err  error
+	}
+	results := make(chan result, len(fws))
+	for _, fw := range fws {
+		go func() {
+			resp, err := e.wc.Leave(ctx, &shardscrapev1.LeaveRequest{WorkerId: fw.id, LeaseEpoch: fw.epoch})
+			results <- result{resp, err}
+		}()
+	}
+	var remaining uint64
+	for range fws {
+		var r result
+		require.Eventually(t, func() bool {
+			select {
+			case r = <-results:
+				return true
+			default:
+				return false
+			}
+		}, 30*time.Second, 10*time.Millisecond, "a Leave with nowhere to hand off kept waiting")
+		require.NoError(t, r.err)
+		remaining += r.resp.GetRemainingTargetCount()
+	}
+	require.Positive(t, remaining, "targets with nowhere to go are reported as remaining")
+	require.Equal(t, 0.0, gaugeOf(t, e, "shardscrape_coordinator_targets_assigned"))
+}
+
 func TestReplicationFactorWithZones(t *testing.T) {
 	e := newEnv(t, nil, nil, Options{ReplicationFactor: 2})
 	var fws []*fakeWorker

@@ -118,6 +118,17 @@ func (w *worker) alive() bool {
 
 func (w *worker) onRing() bool { return w.state == shardscrapev1.WorkerState_WORKER_STATE_ACTIVE }
 
+// anyOnRing reports whether some worker is on the ring, able to take
+// targets over. Call with c.mu held.
+func (c *Coordinator) anyOnRing() bool {
+	for _, w := range c.workers {
+		if w.onRing() {
+			return true
+		}
+	}
+	return false
+}
+
 // holders counts the targets w holds and has not handed over.
 func (w *worker) holders() int { return w.ownedCount() - len(w.outgoing) }
 
@@ -367,7 +378,9 @@ func (s workerService) Leave(ctx context.Context, req *shardscrapev1.LeaveReques
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for w.holders() > 0 && c.workers[w.id] == w && w.alive() {
+	// Wait while another worker can take the targets over: when none is on
+	// the ring (the whole fleet is stopping), there is nothing to wait for.
+	for w.holders() > 0 && c.workers[w.id] == w && w.alive() && c.anyOnRing() {
 		ch := c.changed
 		c.mu.Unlock()
 		select {
