@@ -27,7 +27,11 @@ import (
 // reload throttle) before its next scrape.
 const (
 	interval = 2 * time.Second
-	leaseTTL = 3 * time.Second
+	// leaseTTL is short, so that a killed worker's targets move soon, but
+	// long enough that workers rejoin a restarted coordinator within its
+	// startup grace (one TTL) on a loaded machine: the reconnect (≤ 1.2 s)
+	// and the next heartbeat (TTL/3) take up to ~3 s.
+	leaseTTL = 5 * time.Second
 	// waitLong bounds every poll: a generous upper bound on a shared
 	// two-core machine, never an expectation.
 	waitLong = 2 * time.Minute
