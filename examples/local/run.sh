@@ -9,10 +9,10 @@
 # each run begins with a fresh assignment. Logs: data/run/logs/*.log.
 #
 # Stopping (Ctrl-C, SIGTERM, or any child exiting) stops exactly the
-# processes started here: the scrapers first, which try to hand their
-# targets over for at most 5s (--shutdown.handoff-timeout; with every worker
-# leaving there is no one to take them) and then flush their remote write
-# into VictoriaMetrics, which stops last. Each gets STOP_TIMEOUT (30)
+# processes started here: the scrapers first, all at once (with every
+# worker leaving there is no one to hand targets to, and the coordinator
+# answers their Leave at once), which flush their remote write into
+# VictoriaMetrics, which stops last. Each gets STOP_TIMEOUT (30)
 # seconds after SIGTERM before SIGKILL.
 #
 # Environment: NODES (100), PODS_PER_NODE (3) size the fleet;
@@ -210,8 +210,7 @@ for i in "${!SCRAPER_PORTS[@]}"; do
 		--worker.id="scraper-$i" \
 		--web.listen-address="127.0.0.1:$port" \
 		--web.external-address="127.0.0.1:$port" \
-		--storage.path="$DATA/scraper-$i" \
-		--shutdown.handoff-timeout=5s
+		--storage.path="$DATA/scraper-$i"
 done
 for i in "${!SCRAPER_PORTS[@]}"; do
 	wait_ready "scraper-$i" "${SCRAPER_PORTS[$i]}" /-/ready
