@@ -323,7 +323,8 @@ func uniq(s []string) map[string]bool {
 // the one member the joiner displaced, for most keys.
 func TestOwnersMovement(t *testing.T) {
 	rng := newRand(t)
-	r := mustNew(t, randomMembers(rng, 30, 3), Options{VirtualNodes: 512})
+	members := randomMembers(rng, 30, 3)
+	r := mustNew(t, members, Options{VirtualNodes: 512})
 	joined, err := r.With(Member{ID: "joiner", Zone: "zone-0"})
 	require.NoError(t, err)
 	const nKeys, rf = 20_000, 3
@@ -342,8 +343,17 @@ func TestOwnersMovement(t *testing.T) {
 		}
 		require.LessOrEqual(t, lost, 1, "a join brings in at most one other member")
 	}
-	// Ideal: rf/(N+1) of the replica sets gain the joiner.
-	require.Less(t, float64(changed)/nKeys, 2.0*rf/31)
+	// Ideal: with rf = 3 over 3 zones every replica set holds one member
+	// of each zone, its first one clockwise; the joiner becomes zone-0's
+	// member of 1/(m+1) of the sets, m being zone-0's members before it.
+	// (Over 150 seeds the measured share is at most 1.15 × that.)
+	inZone := 0
+	for _, m := range members {
+		if m.Zone == "zone-0" {
+			inZone++
+		}
+	}
+	require.Less(t, float64(changed)/nKeys, 1.5/float64(inZone+1))
 }
 
 func TestDiff(t *testing.T) {
