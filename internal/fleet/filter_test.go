@@ -3,6 +3,7 @@ package fleet
 import (
 	"errors"
 	"net"
+	"strconv"
 	"testing"
 	"time"
 
@@ -94,7 +95,7 @@ func TestNonLoopbackAddressRefused(t *testing.T) {
 		}
 	}()
 	port := ln.Addr().(*net.TCPAddr).Port
-	c, err := net.DialTimeout("tcp4", net.JoinHostPort(ip.String(), itoa(port)), 5*time.Second)
+	c, err := net.DialTimeout("tcp4", net.JoinHostPort(ip.String(), strconv.Itoa(port)), 5*time.Second)
 	if err == nil {
 		// Connected at the TCP level (plain wildcard): the filter closes it.
 		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
@@ -105,7 +106,7 @@ func TestNonLoopbackAddressRefused(t *testing.T) {
 		_ = c.Close()
 	}
 	// A loopback connection is still accepted.
-	lc, err := net.Dial("tcp4", net.JoinHostPort("127.1.2.3", itoa(port)))
+	lc, err := net.Dial("tcp4", net.JoinHostPort("127.1.2.3", strconv.Itoa(port)))
 	require.NoError(t, err)
 	defer lc.Close()
 	select {
@@ -116,5 +117,3 @@ func TestNonLoopbackAddressRefused(t *testing.T) {
 		t.Fatal("loopback connection not accepted")
 	}
 }
-
-func itoa(n int) string { return (&net.TCPAddr{Port: n}).String()[1:] }

@@ -14,12 +14,14 @@ package fleet
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math"
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"sync"
 	"time"
@@ -57,9 +59,17 @@ const (
 )
 
 var (
-	nodeBase = ip4(127, 1, 0, 0)  // 127.1.0.0/16
-	podBase  = ip4(127, 16, 0, 0) // 127.16.0.0/12
+	nodeBase = netip.AddrFrom4([4]byte{127, 1, 0, 0})  // 127.1.0.0/16
+	podBase  = netip.AddrFrom4([4]byte{127, 16, 0, 0}) // 127.16.0.0/12
 )
+
+// nth is the i-th address after base (i ≥ 1; the range is never left).
+func nth(base netip.Addr, i int) netip.Addr {
+	b := base.As4()
+	var out [4]byte
+	binary.BigEndian.PutUint32(out[:], binary.BigEndian.Uint32(b[:])+uint32(i))
+	return netip.AddrFrom4(out)
+}
 
 // Options shape a fleet. Zero values take the documented defaults except
 // Nodes, which must be set.
@@ -114,6 +124,13 @@ type Pod struct {
 	Addr string
 }
 
+// podRecord is a pod with the indexes its names were made from.
+type podRecord struct {
+	Pod
+	node int // index of its node in Fleet.nodes
+	app  int // k of its app app-k
+}
+
 // target is one served address.
 type target struct {
 	kind     string // "node" or "pod"
@@ -130,25 +147,28 @@ type Fleet struct {
 
 	consul *consul.Catalog
 	kube   *kubeapi.Server
+	listen func(port int) (ln net.Listener, boundToDevice bool, err error)
 
 	nodeSeries  int // per target, as laid out
 	podSeries   int
-	nodeTargets map[uint32]*target // by IPv4 address
-	podTargets  map[uint32]*target
+	nodeTargets map[netip.Addr]*target
+	podTargets  map[netip.Addr]*target
 
-	mu       sync.Mutex
-	nodes    []Node
-	pods     []Pod
-	podIndex map[string]int // namespace/name → index in pods
-	podGen   map[string]int // namespace/name → generation, for ReplacePod names
-	nodePort int
-	podPort  int
-	started  bool
-	closed   bool
-	servers  []*http.Server
-	done     chan struct{}
-	serveErr []error
-	ready    bool
+	mu         sync.Mutex
+	nodes      []Node
+	pods       []podRecord
+	podIndex   map[string]int // namespace/name → index in pods
+	podGen     map[string]int // base name (app-k-n) → generation, for ReplacePod names
+	namespaces map[string]bool
+	nodePort   int
+	podPort    int
+	started    bool // Start succeeded
+	closed     bool
+	servers    []*http.Server
+	listeners  []net.Listener
+	done       chan struct{} // closed once serving ended (Close or failure)
+	serveErr   []error
+	ready      bool
 }
 
 // New validates opts and builds the fleet's targets; it binds nothing and
@@ -190,11 +210,13 @@ func New(opts Options) (*Fleet, error) {
 		start:       time.Now(),
 		consul:      consul.New(opts.Datacenter),
 		kube:        kubeapi.New(kubeapi.Options{Logger: logger.With("component", "kubeapi")}),
-		nodeTargets: make(map[uint32]*target, opts.Nodes),
-		podTargets:  make(map[uint32]*target, opts.Nodes*opts.PodsPerNode),
+		nodeTargets: make(map[netip.Addr]*target, opts.Nodes),
+		podTargets:  make(map[netip.Addr]*target, opts.Nodes*opts.PodsPerNode),
 		podIndex:    make(map[string]int, opts.Nodes*opts.PodsPerNode),
 		podGen:      map[string]int{},
+		namespaces:  map[string]bool{Namespace: true},
 		done:        make(chan struct{}),
+		listen:      listen,
 	}
 	nodeLayout := synth.NewLayout(synth.KindNode, opts.NodeSeries)
 	podLayout := synth.NewLayout(synth.KindApp, opts.PodSeries)
@@ -202,20 +224,20 @@ func New(opts Options) (*Fleet, error) {
 	nodeScrapes := f.metrics.scrapes.WithLabelValues("node")
 	podScrapes := f.metrics.scrapes.WithLabelValues("pod")
 	for n := range opts.Nodes {
-		a := nodeBase + uint32(n) + 1
-		node := Node{Name: nodeName(n), IP: ipString(a)}
+		a := nth(nodeBase, n+1)
+		node := Node{Name: nodeName(n), IP: a.String()}
 		f.nodes = append(f.nodes, node)
 		f.nodeTargets[a] = &target{kind: "node", scrapes: nodeScrapes, exporter: nodeLayout.New(synth.Options{
-			Seed: uint64(a), Start: f.start, ChurnRate: opts.ChurnRate,
+			Seed: seed(a), Start: f.start, ChurnRate: opts.ChurnRate,
 		})}
 		for k := range opts.PodsPerNode {
-			pa := podBase + uint32(n*opts.PodsPerNode+k) + 1
-			app := "app-" + strconv.Itoa(k)
-			p := Pod{Namespace: Namespace, Name: podName(app, n, 0), Node: node.Name, App: app, IP: ipString(pa)}
+			pa := nth(podBase, n*opts.PodsPerNode+k+1)
+			app := appName(k)
+			p := podRecord{Pod: Pod{Namespace: Namespace, Name: podName(app, n, 0), Node: node.Name, App: app, IP: pa.String()}, node: n, app: k}
 			f.podIndex[p.Namespace+"/"+p.Name] = len(f.pods)
 			f.pods = append(f.pods, p)
 			f.podTargets[pa] = &target{kind: "pod", scrapes: podScrapes, exporter: podLayout.New(synth.Options{
-				Seed: uint64(pa), Start: f.start, ChurnRate: opts.ChurnRate,
+				Seed: seed(pa), Start: f.start, ChurnRate: opts.ChurnRate,
 			})}
 		}
 	}
@@ -223,6 +245,14 @@ func New(opts Options) (*Fleet, error) {
 }
 
 func nodeName(n int) string { return "node-" + strconv.Itoa(n) }
+
+func appName(k int) string { return "app-" + strconv.Itoa(k) }
+
+// seed is a target's synth seed: its IPv4 address as a number.
+func seed(a netip.Addr) uint64 {
+	b := a.As4()
+	return uint64(binary.BigEndian.Uint32(b[:]))
+}
 
 // podName names a pod as a StatefulSet would, with a generation suffix
 // once it has been replaced.
@@ -236,91 +266,147 @@ func podName(app string, node, gen int) string {
 
 // Start binds the node and pod listeners, registers every target in the
 // Consul and Kubernetes fakes at its bound address, and serves the targets
-// until Close. It returns once listening.
+// until Close or until a listener fails (Done, Err). It returns once
+// listening. When it fails (a port taken) it leaves nothing bound or
+// registered, and may be called again.
 func (f *Fleet) Start() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.started {
+	switch {
+	case f.closed:
+		return errors.New("fleet closed")
+	case f.started:
 		return errors.New("fleet already started")
 	}
-	f.started = true
-	nodeLn, bound, err := listen(f.opts.NodePort)
+	nodeLn, nodeBound, err := f.listen(f.opts.NodePort)
 	if err != nil {
 		return &PortError{Kind: "node", Port: f.opts.NodePort, Err: err}
 	}
-	var podLn net.Listener
+	lns := []net.Listener{nodeLn}
+	closeAll := func() {
+		for _, ln := range lns {
+			_ = ln.Close()
+		}
+	}
+	podPort, podBound := 0, true
 	if f.opts.PodsPerNode > 0 {
-		podLn, _, err = listen(f.opts.PodPort)
+		podLn, bound, err := f.listen(f.opts.PodPort)
 		if err != nil {
-			_ = nodeLn.Close()
+			closeAll()
 			return &PortError{Kind: "pod", Port: f.opts.PodPort, Err: err}
 		}
-		f.podPort = podLn.Addr().(*net.TCPAddr).Port
+		lns = append(lns, podLn)
+		podPort, podBound = podLn.Addr().(*net.TCPAddr).Port, bound
 	}
-	f.nodePort = nodeLn.Addr().(*net.TCPAddr).Port
-	f.logger.Info("Listening for scrapes", "node_port", f.nodePort, "pod_port", f.podPort, "bound_to_device", bound)
-	for i := range f.nodes {
-		f.nodes[i].Addr = net.JoinHostPort(f.nodes[i].IP, strconv.Itoa(f.nodePort))
+	f.nodePort, f.podPort = nodeLn.Addr().(*net.TCPAddr).Port, podPort
+	f.logger.Info("Listening for scrapes", "node_port", f.nodePort, "pod_port", f.podPort, "bound_to_device", nodeBound && podBound)
+	if !nodeBound || !podBound {
+		f.logger.Warn("The kernel refused to bind the target ports to the loopback device (SO_BINDTODEVICE): "+
+			"they listen on every interface, so other hosts can complete a TCP handshake on them; "+
+			"the accept filter closes every connection whose local address is not a loopback address",
+			"node_port", f.nodePort, "pod_port", f.podPort)
 	}
-	for i := range f.pods {
-		f.pods[i].Addr = net.JoinHostPort(f.pods[i].IP, strconv.Itoa(f.podPort))
-	}
+	f.setAddrs()
 	if err := f.register(); err != nil {
-		_ = nodeLn.Close()
-		if podLn != nil {
-			_ = podLn.Close()
-		}
+		f.unregister()
+		closeAll()
+		f.nodePort, f.podPort = 0, 0
+		f.setAddrs()
 		return err
 	}
 
 	var wg sync.WaitGroup
-	for _, l := range []struct {
-		ln      net.Listener
-		targets map[uint32]*target
-	}{{nodeLn, f.nodeTargets}, {podLn, f.podTargets}} {
-		if l.ln == nil {
-			continue
+	for i, ln := range lns {
+		targets := f.nodeTargets
+		if i == 1 {
+			targets = f.podTargets
 		}
-		srv := f.targetServer(l.targets)
+		srv := f.targetServer(targets)
 		f.servers = append(f.servers, srv)
 		wg.Go(func() {
-			if err := srv.Serve(l.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				f.mu.Lock()
-				f.serveErr = append(f.serveErr, err)
-				f.mu.Unlock()
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				f.fail(fmt.Errorf("serve targets on %s: %w", ln.Addr(), err))
 			}
 		})
 	}
+	f.listeners = lns
 	go func() {
 		wg.Wait()
 		close(f.done)
 	}()
+	f.started = true
 	f.ready = true
 	f.logger.Info("Fleet started", "nodes", len(f.nodes), "pods", len(f.pods),
 		"node_series", f.nodeSeries, "pod_series", f.podSeries, "churn_rate", f.opts.ChurnRate)
 	return nil
 }
 
-// Close stops serving targets and closes their connections. The fakes keep
-// their state; Handler keeps answering for them until its server stops.
+// setAddrs sets every target's Addr from the bound ports; f.mu is held.
+func (f *Fleet) setAddrs() {
+	for i := range f.nodes {
+		f.nodes[i].Addr = ""
+		if f.nodePort != 0 {
+			f.nodes[i].Addr = net.JoinHostPort(f.nodes[i].IP, strconv.Itoa(f.nodePort))
+		}
+	}
+	for i := range f.pods {
+		f.pods[i].Addr = ""
+		if f.podPort != 0 {
+			f.pods[i].Addr = net.JoinHostPort(f.pods[i].IP, strconv.Itoa(f.podPort))
+		}
+	}
+}
+
+// fail records a listener's failure and stops serving every target, so
+// that Done is closed and /-/ready answers 503.
+func (f *Fleet) fail(err error) {
+	f.mu.Lock()
+	f.serveErr = append(f.serveErr, err)
+	f.ready = false
+	servers := f.servers
+	f.mu.Unlock()
+	f.logger.Error("Serving targets failed; stopping every target", "err", err)
+	for _, s := range servers {
+		_ = s.Close()
+	}
+}
+
+// Done is closed once the fleet stopped serving targets: after Close, or
+// after a listener failed (Err says why). It is not closed before a
+// successful Start (unless Close was called).
+func (f *Fleet) Done() <-chan struct{} { return f.done }
+
+// Err is why target serving failed, nil while serving or after a Close with
+// no failure.
+func (f *Fleet) Err() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return errors.Join(f.serveErr...)
+}
+
+// Close stops serving targets and closes their connections, and returns
+// any serving failure (as Err). The fakes keep their state; Handler keeps
+// answering for them until its server stops. After Close, Start fails.
 func (f *Fleet) Close() error {
 	f.mu.Lock()
-	if f.closed || !f.started {
-		f.closed = true
+	if f.closed {
 		f.mu.Unlock()
 		return nil
 	}
 	f.closed = true
 	f.ready = false
+	if !f.started {
+		close(f.done)
+		f.mu.Unlock()
+		return nil
+	}
 	servers := f.servers
 	f.mu.Unlock()
 	var errs []error
 	for _, s := range servers {
 		errs = append(errs, s.Close())
 	}
-	if len(servers) > 0 {
-		<-f.done
-	}
+	<-f.done
 	f.mu.Lock()
 	errs = append(errs, f.serveErr...)
 	f.mu.Unlock()
@@ -331,17 +417,15 @@ type targetKey struct{}
 
 // targetServer serves the targets of one listener, told apart by the local
 // address of each connection.
-func (f *Fleet) targetServer(targets map[uint32]*target) *http.Server {
+func (f *Fleet) targetServer(targets map[netip.Addr]*target) *http.Server {
 	return &http.Server{
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       5 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(f.logger.Handler(), slog.LevelDebug),
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			if a, ok := c.LocalAddr().(*net.TCPAddr); ok {
-				if v4 := a.IP.To4(); v4 != nil {
-					if t := targets[ip4(v4[0], v4[1], v4[2], v4[3])]; t != nil {
-						return context.WithValue(ctx, targetKey{}, t)
-					}
+				if t := targets[a.AddrPort().Addr().Unmap()]; t != nil {
+					return context.WithValue(ctx, targetKey{}, t)
 				}
 			}
 			return ctx
@@ -367,9 +451,8 @@ func (f *Fleet) serveTarget(w http.ResponseWriter, r *http.Request) {
 
 // register fills the Consul and Kubernetes fakes; f.mu is held.
 func (f *Fleet) register() error {
-	objs := make([]runtime.Object, 0, 1+len(f.nodes)+len(f.pods)+3*f.opts.PodsPerNode)
-	objs = append(objs, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: Namespace}, Status: corev1.NamespaceStatus{Phase: corev1.NamespaceActive}})
-	for i, n := range f.nodes {
+	objs := f.objects()
+	for _, n := range f.nodes {
 		f.consul.SetNode(consul.Node{
 			Name: n.Name, Address: n.IP,
 			Meta:            map[string]string{"cluster": f.opts.Datacenter, "node": n.Name},
@@ -378,25 +461,11 @@ func (f *Fleet) register() error {
 		if err := f.consul.SetService(consul.Service{Node: n.Name, Name: NodeService, Address: n.IP, Port: f.nodePort, Tags: []string{"node-exporter"}, Health: consul.Passing}); err != nil {
 			return fmt.Errorf("register node %s in consul: %w", n.Name, err)
 		}
-		objs = append(objs, kubeapi.NewNode(n.Name, n.IP, map[string]string{
-			"kubernetes.io/hostname": n.Name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
-			"topology.kubernetes.io/zone": "zone-" + strconv.Itoa(i%3),
-		}))
 	}
-	byApp := map[string][]*corev1.Pod{}
 	for _, p := range f.pods {
 		if err := f.consul.SetService(consul.Service{Node: p.Node, ID: AppService + "-" + p.IP, Name: AppService, Address: p.IP, Port: f.podPort, Tags: []string{p.App}, Health: consul.Passing}); err != nil {
 			return fmt.Errorf("register pod %s in consul: %w", p.Name, err)
 		}
-		kp := f.kubePod(p)
-		byApp[p.App] = append(byApp[p.App], kp)
-		objs = append(objs, kp)
-	}
-	for k := range f.opts.PodsPerNode {
-		app := "app-" + strconv.Itoa(k)
-		svc := f.kubeService(app, k)
-		ep, slice := kubeapi.EndpointsFor(svc, byApp[app])
-		objs = append(objs, svc, ep, slice)
 	}
 	if err := f.kube.Apply(objs...); err != nil {
 		return fmt.Errorf("register in kubernetes: %w", err)
@@ -404,27 +473,68 @@ func (f *Fleet) register() error {
 	return nil
 }
 
-func (f *Fleet) kubePod(p Pod) *corev1.Pod {
+// objects are the Kubernetes objects of the fleet: its namespace, nodes,
+// pods, and a service per app with its endpoints; f.mu is held.
+func (f *Fleet) objects() []runtime.Object {
+	objs := make([]runtime.Object, 0, 1+len(f.nodes)+len(f.pods)+3*f.opts.PodsPerNode)
+	objs = append(objs, kubeNamespace(Namespace))
+	for i, n := range f.nodes {
+		objs = append(objs, kubeapi.NewNode(n.Name, n.IP, map[string]string{
+			"kubernetes.io/hostname": n.Name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
+			"topology.kubernetes.io/zone": "zone-" + strconv.Itoa(i%3),
+		}))
+	}
+	for _, p := range f.pods {
+		objs = append(objs, f.kubePod(p))
+	}
+	for k := range f.opts.PodsPerNode {
+		objs = append(objs, f.kubeAppService(k)...)
+	}
+	return objs
+}
+
+// unregister removes what register may have added; f.mu is held.
+func (f *Fleet) unregister() {
+	for _, n := range f.nodes {
+		f.consul.RemoveNode(n.Name)
+	}
+	if err := f.kube.Delete(f.objects()...); err != nil {
+		f.logger.Warn("Could not remove the fleet's Kubernetes objects", "err", err)
+	}
+}
+
+func kubeNamespace(name string) *corev1.Namespace {
+	return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}, Status: corev1.NamespaceStatus{Phase: corev1.NamespaceActive}}
+}
+
+func (f *Fleet) kubePod(p podRecord) *corev1.Pod {
 	port := strconv.Itoa(f.podPort)
 	kp := kubeapi.NewPod(p.Namespace, p.Name, p.Node, p.IP,
 		map[string]string{"app": p.App},
 		map[string]string{"prometheus.io/scrape": "true", "prometheus.io/port": port},
 		corev1.ContainerPort{Name: "metrics", ContainerPort: int32(f.podPort), Protocol: corev1.ProtocolTCP})
-	kp.Status.HostIP = f.nodes[f.nodeIndex(p.Node)].IP
+	kp.Status.HostIP = f.nodes[p.node].IP
 	kp.Status.HostIPs = []corev1.HostIP{{IP: kp.Status.HostIP}}
 	return kp
 }
 
-func (f *Fleet) kubeService(app string, k int) *corev1.Service {
-	return kubeapi.NewService(Namespace, app, "10.96.1."+strconv.Itoa(k%250+1),
+// kubeAppService is app-k's Service in Namespace with its Endpoints and
+// EndpointSlice: the app's pods in Namespace (a pod replaced into another
+// namespace is no endpoint of it); f.mu is held.
+func (f *Fleet) kubeAppService(k int) []runtime.Object {
+	app := appName(k)
+	svc := kubeapi.NewService(Namespace, app, "10.96.1."+strconv.Itoa(k%250+1),
 		map[string]string{"app": app},
 		map[string]string{"prometheus.io/scrape": "true", "prometheus.io/port": strconv.Itoa(f.podPort)},
 		corev1.ServicePort{Name: "metrics", Port: int32(f.podPort), TargetPort: intstr.FromString("metrics"), Protocol: corev1.ProtocolTCP})
-}
-
-func (f *Fleet) nodeIndex(name string) int {
-	n, _ := strconv.Atoi(name[len("node-"):])
-	return n
+	var pods []*corev1.Pod
+	for _, p := range f.pods {
+		if p.app == k && p.Namespace == Namespace {
+			pods = append(pods, f.kubePod(p))
+		}
+	}
+	ep, slice := kubeapi.EndpointsFor(svc, pods)
+	return []runtime.Object{svc, ep, slice}
 }
 
 // Nodes returns the node targets.
@@ -438,7 +548,11 @@ func (f *Fleet) Nodes() []Node {
 func (f *Fleet) Pods() []Pod {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return append([]Pod(nil), f.pods...)
+	out := make([]Pod, len(f.pods))
+	for i, p := range f.pods {
+		out[i] = p.Pod
+	}
+	return out
 }
 
 // NodePort is the bound node port (after Start).
@@ -458,44 +572,55 @@ func (f *Fleet) PodPort() int {
 // ErrUnknownPod is returned by ReplacePod for a pod the fleet does not have.
 var ErrUnknownPod = errors.New("unknown pod")
 
-// ReplacePod deletes the pod and creates a new one (new name and UID, same
-// IP and node, as a restarted StatefulSet pod or a recycled IP) in the
-// Kubernetes fake, and updates its service's endpoints. The Consul
-// registration, keyed by IP, stays. It returns the new pod.
+// ReplacePod deletes the pod and creates a new one in the same namespace
+// (new name and UID, same IP and node, as a restarted StatefulSet pod or a
+// recycled IP) in the Kubernetes fake, and updates its service's
+// endpoints. The Consul registration, keyed by IP, stays. It returns the new
+// pod.
 func (f *Fleet) ReplacePod(namespace, name string) (Pod, error) {
+	return f.ReplacePodIn(namespace, name, namespace)
+}
+
+// ReplacePodIn is ReplacePod with the new pod in namespace newNamespace
+// (created when missing): a pod IP freed on a node and reused there by a
+// pod of another namespace, as the node's pod CIDR allows. A pod outside
+// Namespace is no endpoint of its app's service.
+func (f *Fleet) ReplacePodIn(namespace, name, newNamespace string) (Pod, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if !f.started {
 		return Pod{}, errors.New("replace pod: fleet not started")
+	}
+	if newNamespace == "" {
+		return Pod{}, fmt.Errorf("replace pod %s/%s: empty new namespace", namespace, name)
 	}
 	i, ok := f.podIndex[namespace+"/"+name]
 	if !ok {
 		return Pod{}, fmt.Errorf("replace pod %s/%s: %w", namespace, name, ErrUnknownPod)
 	}
 	old := f.pods[i]
-	base := podName(old.App, f.nodeIndex(old.Node), 0)
+	base := podName(old.App, old.node, 0)
 	f.podGen[base]++
 	p := old
-	p.Name = podName(old.App, f.nodeIndex(old.Node), f.podGen[base])
+	p.Namespace = newNamespace
+	p.Name = podName(old.App, old.node, f.podGen[base])
 	if err := f.kube.Delete(&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: old.Namespace, Name: old.Name}}); err != nil {
 		return Pod{}, fmt.Errorf("replace pod %s/%s: %w", namespace, name, err)
 	}
 	delete(f.podIndex, namespace+"/"+name)
 	f.pods[i] = p
 	f.podIndex[p.Namespace+"/"+p.Name] = i
-	var same []*corev1.Pod
-	for _, q := range f.pods {
-		if q.App == p.App {
-			same = append(same, f.kubePod(q))
-		}
+	objs := []runtime.Object{f.kubePod(p)}
+	if !f.namespaces[newNamespace] {
+		objs = append([]runtime.Object{kubeNamespace(newNamespace)}, objs...)
+		f.namespaces[newNamespace] = true
 	}
-	k, _ := strconv.Atoi(p.App[len("app-"):])
-	ep, slice := kubeapi.EndpointsFor(f.kubeService(p.App, k), same)
-	if err := f.kube.Apply(f.kubePod(p), ep, slice); err != nil {
+	objs = append(objs, f.kubeAppService(p.app)...)
+	if err := f.kube.Apply(objs...); err != nil {
 		return Pod{}, fmt.Errorf("replace pod %s/%s: %w", namespace, name, err)
 	}
-	f.logger.Debug("Replaced pod", "old", old.Name, "new", p.Name, "ip", p.IP)
-	return p, nil
+	f.logger.Debug("Replaced pod", "old", old.Namespace+"/"+old.Name, "new", p.Namespace+"/"+p.Name, "ip", p.IP)
+	return p.Pod, nil
 }
 
 // Consul is the Consul catalog fake, for direct edits.
@@ -503,11 +628,3 @@ func (f *Fleet) Consul() *consul.Catalog { return f.consul }
 
 // Kube is the Kubernetes API fake, for direct edits.
 func (f *Fleet) Kube() *kubeapi.Server { return f.kube }
-
-func ip4(a, b, c, d byte) uint32 {
-	return uint32(a)<<24 | uint32(b)<<16 | uint32(c)<<8 | uint32(d)
-}
-
-func ipString(a uint32) string {
-	return strconv.Itoa(int(a>>24)) + "." + strconv.Itoa(int(a>>16&0xff)) + "." + strconv.Itoa(int(a>>8&0xff)) + "." + strconv.Itoa(int(a&0xff))
-}

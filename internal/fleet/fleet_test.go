@@ -19,6 +19,7 @@ import (
 	"go.uber.org/goleak"
 	"go.yaml.in/yaml/v2"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/shardscrape/shardscrape/internal/fake"
@@ -31,7 +32,6 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m,
 		goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
 		goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
-		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"),
 		goleak.IgnoreAnyFunction("k8s.io/klog/v2.(*flushDaemon).run.func1"),
 	)
 }
@@ -318,6 +318,47 @@ func TestReplacePodKeepsIPAndNode(t *testing.T) {
 	require.Equal(t, http.StatusOK, code)
 }
 
+// TestReplacePodIntoAnotherNamespace: the pod IP is reused on the same
+// node by a pod of another namespace; discovery sees the new namespace,
+// and the app's service (in fleet.Namespace) no longer lists the address.
+func TestReplacePodIntoAnotherNamespace(t *testing.T) {
+	f, ctl := start(t, fleet.Options{Nodes: 2, PodsPerNode: 1, NodeSeries: 50})
+	var conf promk8s.SDConfig
+	require.NoError(t, yaml.UnmarshalStrict([]byte("api_server: "+ctl.URL+"\nrole: pod\n"), &conf))
+	g := sdtest.Run(t, &conf)
+	old := f.Pods()[1]
+	p, err := f.ReplacePodIn(old.Namespace, old.Name, "batch")
+	require.NoError(t, err)
+	require.Equal(t, "batch", p.Namespace)
+	require.NotEqual(t, old.Name, p.Name)
+	require.Equal(t, old.IP, p.IP)
+	require.Equal(t, old.Node, p.Node)
+	require.Equal(t, p, f.Pods()[1])
+	ns, err := f.Kube().Get(&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "batch"}})
+	require.NoError(t, err)
+	require.NotNil(t, ns, "the namespace is created")
+	require.Eventually(t, func() bool {
+		tg := g.Get("pod/batch/" + p.Name)
+		return tg != nil && len(tg.Targets) == 1 && tg.Targets[0][model.AddressLabel] == model.LabelValue(old.Addr) &&
+			tg.Labels["__meta_kubernetes_namespace"] == "batch"
+	}, 15*time.Second, 20*time.Millisecond)
+	slice, err := f.Kube().Get(&discoveryv1.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Namespace: fleet.Namespace, Name: "app-0-fake"}})
+	require.NoError(t, err)
+	var ips []string
+	for _, e := range slice.(*discoveryv1.EndpointSlice).Endpoints {
+		ips = append(ips, e.Addresses...)
+	}
+	require.Equal(t, []string{f.Pods()[0].IP}, ips, "the replaced pod left its service")
+	_, err = f.ReplacePodIn(old.Namespace, old.Name, "batch")
+	require.ErrorIs(t, err, fleet.ErrUnknownPod)
+	// ReplacePod replaces it again within its namespace.
+	back, err := f.ReplacePod(p.Namespace, p.Name)
+	require.NoError(t, err)
+	require.Equal(t, "batch", back.Namespace, "ReplacePod keeps the namespace")
+	_, err = f.ReplacePodIn(back.Namespace, back.Name, "")
+	require.ErrorContains(t, err, "empty new namespace")
+}
+
 func TestChurnChangesSeries(t *testing.T) {
 	start := time.Unix(1_700_000_000, 0)
 	for _, kind := range []synth.Kind{synth.KindNode, synth.KindApp} {
@@ -403,7 +444,9 @@ func TestBadOptions(t *testing.T) {
 }
 
 func TestPortTaken(t *testing.T) {
-	ln, err := net.Listen("tcp4", "0.0.0.0:0")
+	// A listener on 127.0.0.1:P makes the fleet's 0.0.0.0:P bind fail
+	// (Linux: a wildcard bind conflicts with any address's on the port).
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
 	require.NoError(t, err)
 	defer ln.Close()
 	port := ln.Addr().(*net.TCPAddr).Port
@@ -421,7 +464,16 @@ func TestPortTaken(t *testing.T) {
 	err = f.Start()
 	require.ErrorAs(t, err, &pe)
 	require.Equal(t, "pod", pe.Kind)
+	// The node port bound before the failure was released, and Start can
+	// be retried once the port is free.
+	require.Zero(t, f.NodePort())
+	require.NoError(t, ln.Close())
+	require.NoError(t, f.Start(), "Start again once the port is free")
+	require.Equal(t, port, f.PodPort())
+	code, _ := get(t, client(t), "http://"+f.Pods()[0].Addr+"/metrics")
+	require.Equal(t, http.StatusOK, code)
 	require.NoError(t, f.Close())
+	require.Error(t, f.Start(), "no Start after Close")
 }
 
 // TestTenThousandTargets: two sockets serve a fleet of 10,000 node targets
