@@ -83,6 +83,7 @@ type series struct {
 	group    uint32  // values are drawn per group
 	counter  bool
 	integer  bool // a count: whole numbers
+	zero     bool // a gauge held at 0 (scale and share unused)
 }
 
 type family struct {
@@ -215,7 +216,7 @@ func (e *Exporter) Append(buf []byte, now time.Time) []byte {
 				buf = append(buf, s.prefix...)
 			}
 			var v float64
-			if s.scale >= 0 { // a negative scale is a gauge held at 0
+			if !s.zero {
 				v = (math.Round(unit(mix(e.seed^uint64(s.group)*0xc2b2ae3d27d4eb4f))*s.scale*1000)/1000 + 1) * s.share
 			}
 			switch {
@@ -284,6 +285,18 @@ func (b *builder) add(name, help string, counter bool, scale float64, sets [][]s
 		b.left--
 	}
 	b.families = append(b.families, f)
+}
+
+// zero appends a gauge family whose series are held at 0, as far as
+// series are left.
+func (b *builder) zero(name, help string, sets [][]string) {
+	before := len(b.families)
+	b.add(name, help, false, 0, sets)
+	if n := len(b.families); n > before {
+		for i := range b.families[n-1].series {
+			b.families[n-1].series[i].zero = true
+		}
+	}
 }
 
 // histogram appends a histogram family with one histogram per label set:
@@ -365,7 +378,7 @@ func (b *builder) node() {
 	} {
 		b.add("node_filesystem_"+m.name, m.help, false, 1<<40, mountpoints)
 	}
-	b.add("node_filesystem_readonly", "Filesystem read-only status.", false, -1, mountpoints)
+	b.zero("node_filesystem_readonly", "Filesystem read-only status.", mountpoints)
 	for _, m := range []string{"read_bytes", "written_bytes", "reads_completed", "writes_completed",
 		"io_time_seconds", "read_time_seconds", "write_time_seconds", "discarded_sectors"} {
 		b.add("node_disk_"+m+"_total", "The total number of "+m+".", true, 1<<20, cross("device", disks))

@@ -3,6 +3,7 @@ package synth
 import (
 	"bytes"
 	"math"
+	"strings"
 	"testing"
 	"time"
 
@@ -63,6 +64,27 @@ func TestCountersIncreaseGaugesHold(t *testing.T) {
 	}
 	require.Positive(t, counters)
 	require.Positive(t, gauges)
+}
+
+// TestHeldValues: gauges held at a value keep it for every seed:
+// filesystems are never read-only, network devices are up.
+func TestHeldValues(t *testing.T) {
+	for seed := range uint64(5) {
+		got := parse(t, New(Options{Seed: seed}).Append(nil, time.Now()))
+		var readonly, up int
+		for k, v := range got {
+			switch {
+			case strings.HasPrefix(k, "node_filesystem_readonly,"):
+				require.Zero(t, v, k)
+				readonly++
+			case strings.HasPrefix(k, "node_network_up,"):
+				require.Equal(t, 1.0, v, k)
+				up++
+			}
+		}
+		require.Equal(t, len(mountpoints), readonly)
+		require.Equal(t, len(netDevices), up)
+	}
 }
 
 func TestSeedsDiffer(t *testing.T) {
