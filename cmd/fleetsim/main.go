@@ -125,6 +125,17 @@ func runFleet(ctx context.Context, cfg flagConfig, logger *slog.Logger) error {
 		g.Add(run.SignalHandler(ctx, os.Interrupt, syscall.SIGTERM))
 	}
 	{
+		// The targets, served since f.Start: a failing target listener
+		// stops every target and ends the run (/-/ready answers 503 from
+		// the failure on). They stop (f.Close, deferred) after the group.
+		stop := make(chan struct{})
+		g.Add(func() error {
+			return watchTargets(f, stop)
+		}, func(error) {
+			close(stop)
+		})
+	}
+	{
 		// The control API. The targets stop (f.Close, deferred) after it.
 		srv := &http.Server{Handler: f.Handler(), ReadHeaderTimeout: 10 * time.Second}
 		g.Add(func() error {
@@ -145,6 +156,30 @@ func runFleet(ctx context.Context, cfg flagConfig, logger *slog.Logger) error {
 		return nil
 	}
 	return err
+}
+
+// servingFleet is what the run group watches of the fleet.
+type servingFleet interface {
+	// Done is closed once the targets are no longer served.
+	Done() <-chan struct{}
+	// Err says why serving failed (nil: closed).
+	Err() error
+}
+
+var _ servingFleet = (*fleet.Fleet)(nil)
+
+// watchTargets blocks until stop is closed (nil) or the fleet stops serving
+// its targets (an error).
+func watchTargets(f servingFleet, stop <-chan struct{}) error {
+	select {
+	case <-stop:
+		return nil
+	case <-f.Done():
+		if err := f.Err(); err != nil {
+			return fmt.Errorf("targets: %w", err)
+		}
+		return errors.New("targets: no longer served")
+	}
 }
 
 func podRange(pods []fleet.Pod) string {

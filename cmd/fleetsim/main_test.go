@@ -1,44 +1,27 @@
 package main
 
 import (
-	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/oklog/run"
 	"github.com/stretchr/testify/require"
+
+	"github.com/shardscrape/shardscrape/internal/testenv"
 )
 
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := testenv.FreeAddr()
 	require.NoError(t, err)
-	addr := l.Addr().String()
-	require.NoError(t, l.Close())
 	return addr
-}
-
-type syncBuf struct {
-	mtx sync.Mutex
-	b   bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mtx.Lock()
-	defer s.mtx.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mtx.Lock()
-	defer s.mtx.Unlock()
-	return s.b.String()
 }
 
 func get(url string) (int, string) {
@@ -54,7 +37,7 @@ func get(url string) (int, string) {
 func TestRunServesAndStops(t *testing.T) {
 	addr := freeAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
-	var stderr syncBuf
+	var stderr testenv.SyncBuffer
 	done := make(chan int, 1)
 	go func() {
 		done <- runMain(ctx, []string{"--web.listen-address=" + addr, "--nodes=2", "--pods-per-node=2", "--node.port=0", "--pod.port=0", "--node.series=200", "--consul.datacenter=east"}, io.Discard, &stderr)
@@ -97,12 +80,13 @@ func TestRunServesAndStops(t *testing.T) {
 }
 
 func TestPortTakenNamesTheFlag(t *testing.T) {
-	ln, err := net.Listen("tcp4", "0.0.0.0:0")
+	// A listener on 127.0.0.1:P makes fleetsim's 0.0.0.0:P bind fail.
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
 	require.NoError(t, err)
 	defer ln.Close()
 	port := ln.Addr().(*net.TCPAddr).Port
 	for _, flag := range []string{"node.port", "pod.port"} {
-		var stderr syncBuf
+		var stderr testenv.SyncBuffer
 		other := "--pod.port=0"
 		if flag == "pod.port" {
 			other = "--node.port=0"
@@ -113,15 +97,58 @@ func TestPortTakenNamesTheFlag(t *testing.T) {
 		require.Contains(t, stderr.String(), "address already in use")
 	}
 
-	var stderr syncBuf
+	var stderr testenv.SyncBuffer
 	rc := runMain(context.Background(), []string{"--web.listen-address=" + ln.Addr().String(), "--nodes=1", "--node.port=0", "--pod.port=0"}, io.Discard, &stderr)
 	require.Equal(t, 1, rc)
 	require.Contains(t, stderr.String(), "--web.listen-address="+ln.Addr().String())
 }
 
 func TestBadFlags(t *testing.T) {
-	var stderr syncBuf
+	var stderr testenv.SyncBuffer
 	require.Equal(t, 1, runMain(context.Background(), []string{"--nodes=0"}, io.Discard, &stderr))
 	require.Contains(t, stderr.String(), "nodes 0")
 	require.Equal(t, 2, runMain(context.Background(), []string{"--nodes=x"}, io.Discard, &stderr))
+}
+
+type fakeFleet struct {
+	done chan struct{}
+	err  error
+}
+
+func (f *fakeFleet) Done() <-chan struct{} { return f.done }
+func (f *fakeFleet) Err() error            { return f.err }
+
+// TestTargetFailureEndsTheRun: the targets' actor ends the run group when
+// the fleet stops serving, with the fleet's error, and returns nil when
+// the group stops it.
+func TestTargetFailureEndsTheRun(t *testing.T) {
+	f := &fakeFleet{done: make(chan struct{}), err: errors.New("accept tcp4 0.0.0.0:9100: use of closed network connection")}
+	var g run.Group
+	stop := make(chan struct{})
+	g.Add(func() error { return watchTargets(f, stop) }, func(error) { close(stop) })
+	other := make(chan struct{})
+	g.Add(func() error { <-other; return nil }, func(error) { close(other) })
+	res := make(chan error, 1)
+	go func() { res <- g.Run() }()
+	select {
+	case err := <-res:
+		t.Fatalf("the group ended before the targets failed: %v", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(f.done)
+	select {
+	case err := <-res:
+		require.ErrorContains(t, err, "targets: accept tcp4 0.0.0.0:9100: use of closed network connection")
+	case <-time.After(10 * time.Second):
+		t.Fatal("a target failure did not end the run")
+	}
+
+	// Closed without an error: still the end of the run.
+	closed := &fakeFleet{done: make(chan struct{})}
+	close(closed.done)
+	require.ErrorContains(t, watchTargets(closed, make(chan struct{})), "no longer served")
+	// Stopped by the group: nil.
+	stopped := make(chan struct{})
+	close(stopped)
+	require.NoError(t, watchTargets(&fakeFleet{done: make(chan struct{})}, stopped))
 }
