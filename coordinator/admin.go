@@ -263,6 +263,9 @@ func (s adminService) LocateTarget(_ context.Context, req *shardscrapev1.LocateT
 	case t.reason == reasonPaused:
 		resp.Reason = shardscrapev1.LocateReason_LOCATE_REASON_PAUSED
 		resp.Detail = "rebalancing paused (" + c.admin.Reason + "): kept its previous owner " + owner
+	case t.reason == reasonKept:
+		resp.Reason = shardscrapev1.LocateReason_LOCATE_REASON_KEPT
+		resp.Detail = fmt.Sprintf("kept by %s, under its load bound, rather than moved to the ring's placement", owner)
 	case resp.RingOwner != "" && owner != "" && owner != resp.RingOwner && c.opts.ReplicationFactor == 1:
 		resp.Reason = shardscrapev1.LocateReason_LOCATE_REASON_SPILLED
 		bound := 0
@@ -537,51 +540,75 @@ func (s adminService) PreviewRebalance(_ context.Context, req *shardscrapev1.Pre
 		delete(next, id)
 	}
 	type row struct {
-		id       uint64
-		job      string
-		address  string
-		from     string
-		pinnedTo string
+		id      uint64
+		job     string
+		address string
+		from    string
+		to      string
 	}
-	var rows []row
+	// The rows and keys in reconcile's order, with its pins and excludes,
+	// so that the preview places targets as a rebalance would.
+	var rows, placed []row
 	var keys []uint64
-	for _, t := range c.targets.all() {
-		if _, ok := c.admin.excluded(t.Job, t.Address); ok {
-			continue
-		}
-		r := row{id: t.ID, job: t.Job, address: t.Address}
-		r.pinnedTo, _ = c.admin.pinned(t.Job, t.Address)
-		for _, s := range t.slots {
-			if s.state != stateOutgoing && !s.leaving && s.replica == 0 {
-				r.from = s.w.id
+	var owners []string
+	for _, job := range slices.Sorted(maps.Keys(c.jobTargets)) {
+		for _, t := range c.jobTargets[job] {
+			if _, ok := c.admin.excluded(t.Job, t.Address); ok {
+				continue
 			}
+			r := row{id: t.ID, job: t.Job, address: t.Address}
+			for _, s := range t.slots {
+				if s.state != stateOutgoing && !s.leaving && s.replica == 0 {
+					r.from = s.w.id
+				}
+			}
+			if id, ok := c.admin.pinned(t.Job, t.Address); ok {
+				if _, on := next[id]; on {
+					r.to = id
+					rows = append(rows, r)
+					continue
+				}
+			}
+			placed = append(placed, r)
+			keys = append(keys, t.Key)
+			cur := ""
+			if w := currentOwner(t); w != nil {
+				cur = w.id
+			}
+			owners = append(owners, cur)
 		}
-		rows = append(rows, r)
-		keys = append(keys, t.Key)
 	}
 	oldN := len(current)
 	c.mu.Unlock()
 
-	resp := &shardscrapev1.PreviewRebalanceResponse{TargetCount: uint64(len(rows))}
-	var to func(i int) string
-	if len(next) > 0 {
+	if len(next) > 0 && len(keys) > 0 {
 		ms := slices.Collect(maps.Values(next))
 		ring, err := shardring.New(ms, c.opts.Ring)
 		if err != nil {
 			return nil, invalid("add_workers: %v", err)
 		}
-		asg := ring.Assign(keys)
-		to = asg.Owner
-	} else {
-		to = func(int) string { return "" }
+		members := ring.Members()
+		index := make(map[string]int32, len(members))
+		for i, m := range members {
+			index[m.ID] = int32(i)
+		}
+		cur := make([]int32, len(owners))
+		for i, id := range owners {
+			cur[i] = -1
+			if m, ok := index[id]; ok {
+				cur[i] = m
+			}
+		}
+		for i, m := range placeSticky(ring.Assign(keys), keys, cur) {
+			placed[i].to = members[m].ID
+		}
 	}
+	rows = append(rows, placed...)
+	resp := &shardscrapev1.PreviewRebalanceResponse{TargetCount: uint64(len(rows))}
 	counts := map[[2]string]uint64{}
 	var moves []*shardscrapev1.TargetMove
-	for i, r := range rows {
-		dst := to(i)
-		if _, ok := next[r.pinnedTo]; ok {
-			dst = r.pinnedTo
-		}
+	for _, r := range rows {
+		dst := r.to
 		if dst == r.from {
 			continue
 		}

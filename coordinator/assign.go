@@ -29,6 +29,7 @@ const (
 	reasonPaused
 	reasonExcluded
 	reasonUnassigned
+	reasonKept
 )
 
 // target is one kept target and its owners.
@@ -243,20 +244,33 @@ func (c *Coordinator) reconcile() {
 		asg = c.ring.Assign(keys)
 		c.lastAsgn = asg
 	}
+	var owners []*worker
+	if asg != nil {
+		owners = c.stickyOwners(order, asg)
+	}
 	desired := make([]*worker, 0, rf)
+	var placed [1]*worker
 	for i, t := range order {
 		desired = desired[:0]
+		reason := reasonRing
+		// ringPlaced: where the ring's assignment alone puts it.
+		ringPlaced := desired
 		if asg != nil {
-			desired = append(desired, c.workers[asg.Owner(i)])
+			placed[0] = c.workers[asg.Owner(i)]
+			ringPlaced = placed[:]
+			desired = append(desired, owners[i])
+			if owners[i] != placed[0] {
+				reason = reasonKept
+			}
 		} else {
 			for _, id := range c.ring.Owners(t.Key, rf) {
 				desired = append(desired, c.workers[id])
 			}
+			ringPlaced = desired
 		}
-		reason := reasonRing
 		if c.admin.Paused {
-			if kept := c.keptOwners(t, desired[:0:0]); len(kept) > 0 {
-				if !sameWorkers(kept, desired) {
+			if kept := c.keptOwners(t, nil); len(kept) > 0 {
+				if !sameWorkers(kept, ringPlaced) {
 					reason = reasonPaused
 				}
 				desired = kept
@@ -264,6 +278,55 @@ func (c *Coordinator) reconcile() {
 		}
 		c.applyDesired(t, desired, reason)
 	}
+}
+
+// stickyOwners places each target of order (rf = 1) under the ring's
+// bounds with placeSticky; see there.
+func (c *Coordinator) stickyOwners(order []*target, asg *shardring.Assignment) []*worker {
+	members := asg.Ring().Members()
+	byIndex := make([]*worker, len(members))
+	for i, m := range members {
+		byIndex[i] = c.workers[m.ID]
+	}
+	for _, w := range c.workers {
+		w.ringIndex = -1
+	}
+	for i, w := range byIndex {
+		w.ringIndex = int32(i)
+	}
+	keys := make([]uint64, len(order))
+	current := make([]int32, len(order))
+	for i, t := range order {
+		keys[i] = t.Key
+		current[i] = -1
+		if w := currentOwner(t); w != nil {
+			current[i] = w.ringIndex
+		}
+	}
+	placed := placeSticky(asg, keys, current)
+	owners := make([]*worker, len(order))
+	for i, m := range placed {
+		owners[i] = byIndex[m]
+	}
+	return owners
+}
+
+// currentOwner is the worker a target is with or moving to (rf = 1): its
+// incoming owner during a handoff, else its active owner, if on the ring.
+func currentOwner(t *target) *worker {
+	var active *worker
+	for _, s := range t.slots {
+		if !s.w.onRing() {
+			continue
+		}
+		switch {
+		case s.state == stateIncoming || s.state == stateNew:
+			return s.w
+		case s.state == stateActive && active == nil:
+			active = s.w
+		}
+	}
+	return active
 }
 
 // keptOwners appends the target's current owners that stay (not leaving,

@@ -143,13 +143,18 @@ func TestJoinAndLeaveMoveOnlyTheRingsShare(t *testing.T) {
 	before := requireOwnedOnce(t, ts, fws...)
 	ids5 := []string{"scraper-0", "scraper-1", "scraper-2", "scraper-3", "scraper-4"}
 
-	// Join: the new worker gets about 1/6, exactly the ring's moves.
+	// Join: the new worker gets about 1/6: what the preview said, no more
+	// than the ring's own diff (which also shifts targets between old
+	// workers as the bounds cascade), within 1.10 × the fair share.
+	pv, err := e.ac.PreviewRebalance(context.Background(), &shardscrapev1.PreviewRebalanceRequest{AddWorkers: []*shardscrapev1.WorkerSpec{{Id: "scraper-5"}}})
+	require.NoError(t, err)
 	fws = append(fws, e.join("scraper-5", 0))
 	e.settle(fws...)
 	afterJoin := requireOwnedOnce(t, ts, fws...)
 	moved := countMoved(before, afterJoin)
-	want := ringMoves(t, ts, ids5, append(ids5, "scraper-5"))
-	require.Equal(t, want, moved)
+	require.Equal(t, int(pv.GetMovedTargetCount()), moved, "the preview is what a join does")
+	require.LessOrEqual(t, moved, ringMoves(t, ts, ids5, append(ids5, "scraper-5")))
+	require.LessOrEqual(t, float64(moved), 1.10*1000/6, "moves within 1.10 × the joiner's share")
 	require.InDelta(t, 1000.0/6, float64(moved), 1000.0/6*0.25, "about 1/N moves")
 	toNew := 0
 	for id, os := range afterJoin {
@@ -194,9 +199,19 @@ func TestJoinAndLeaveMoveOnlyTheRingsShare(t *testing.T) {
 	e.settle(rest...)
 	afterLeave := requireOwnedOnce(t, ts, rest...)
 	ids6 := append(ids5, "scraper-5")
-	require.Equal(t, ringMoves(t, ts, ids6, []string{"scraper-0", "scraper-1", "scraper-3", "scraper-4", "scraper-5"}), countMoved(afterJoin, afterLeave))
+	// A leave moves the leaver's targets and nothing else: the others are
+	// under their (looser) bounds and keep what they have.
+	left := 0
+	for _, os := range afterJoin {
+		if os[0] == leaver.id {
+			left++
+		}
+	}
+	movedOnLeave := countMoved(afterJoin, afterLeave)
+	require.Equal(t, left, movedOnLeave)
+	require.LessOrEqual(t, movedOnLeave, ringMoves(t, ts, ids6, []string{"scraper-0", "scraper-1", "scraper-3", "scraper-4", "scraper-5"}))
 	// The worker is released: its lease is gone.
-	_, err := leaver.heartbeat()
+	_, err = leaver.heartbeat()
 	require.Equal(t, codes.FailedPrecondition, status.Code(err))
 }
 

@@ -47,6 +47,8 @@ type worker struct {
 	needSnapshot bool
 	// sentOwned is how many targets it held at the last update built.
 	sentOwned int
+	// ringIndex is reconcile's scratch: its position in the ring's members.
+	ringIndex int32
 
 	// Config state as last sent: job → hash, and the global hash.
 	jobHash    map[string]string

@@ -98,6 +98,10 @@ const (
 	LocateReason_LOCATE_REASON_PAUSED LocateReason = 6
 	// Moving: the owners include an incoming and an outgoing worker.
 	LocateReason_LOCATE_REASON_HANDOFF LocateReason = 7
+	// It stayed with its current owner, under that owner's load bound,
+	// rather than move to the ring's choice: a rebalance moves only what the
+	// bounds require.
+	LocateReason_LOCATE_REASON_KEPT LocateReason = 8
 )
 
 // Enum value maps for LocateReason.
@@ -111,6 +115,7 @@ var (
 		5: "LOCATE_REASON_UNASSIGNED",
 		6: "LOCATE_REASON_PAUSED",
 		7: "LOCATE_REASON_HANDOFF",
+		8: "LOCATE_REASON_KEPT",
 	}
 	LocateReason_value = map[string]int32{
 		"LOCATE_REASON_UNSPECIFIED": 0,
@@ -121,6 +126,7 @@ var (
 		"LOCATE_REASON_UNASSIGNED":  5,
 		"LOCATE_REASON_PAUSED":      6,
 		"LOCATE_REASON_HANDOFF":     7,
+		"LOCATE_REASON_KEPT":        8,
 	}
 )
 
@@ -2256,7 +2262,7 @@ const file_shardscrape_v1_admin_proto_rawDesc = "" +
 	"\x13WORKER_STATE_ACTIVE\x10\x01\x12\x19\n" +
 	"\x15WORKER_STATE_DRAINING\x10\x02\x12\x18\n" +
 	"\x14WORKER_STATE_DRAINED\x10\x03\x12\x18\n" +
-	"\x14WORKER_STATE_EXPIRED\x10\x04*\xe9\x01\n" +
+	"\x14WORKER_STATE_EXPIRED\x10\x04*\x81\x02\n" +
 	"\fLocateReason\x12\x1d\n" +
 	"\x19LOCATE_REASON_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12LOCATE_REASON_RING\x10\x01\x12\x19\n" +
@@ -2265,7 +2271,8 @@ const file_shardscrape_v1_admin_proto_rawDesc = "" +
 	"\x16LOCATE_REASON_EXCLUDED\x10\x04\x12\x1c\n" +
 	"\x18LOCATE_REASON_UNASSIGNED\x10\x05\x12\x18\n" +
 	"\x14LOCATE_REASON_PAUSED\x10\x06\x12\x19\n" +
-	"\x15LOCATE_REASON_HANDOFF\x10\a2\xc2\t\n" +
+	"\x15LOCATE_REASON_HANDOFF\x10\a\x12\x16\n" +
+	"\x12LOCATE_REASON_KEPT\x10\b2\xc2\t\n" +
 	"\fAdminService\x12V\n" +
 	"\vListWorkers\x12\".shardscrape.v1.ListWorkersRequest\x1a#.shardscrape.v1.ListWorkersResponse\x12V\n" +
 	"\vListTargets\x12\".shardscrape.v1.ListTargetsRequest\x1a#.shardscrape.v1.ListTargetsResponse\x12Y\n" +
