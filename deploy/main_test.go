@@ -7,7 +7,6 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 
@@ -26,24 +25,16 @@ func TestMain(m *testing.M) {
 
 func run(m *testing.M) int {
 	flag.Parse()
-	root, err := testenv.ModuleRoot()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "deploy:", err)
-		return 1
-	}
+	var err error
 	binDir, err = os.MkdirTemp("", "shardscrape-deploy-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "deploy:", err)
 		return 1
 	}
 	defer os.RemoveAll(binDir)
-	for _, cmd := range commands {
-		build := exec.Command("go", "build", "-o", filepath.Join(binDir, cmd), "./cmd/"+cmd)
-		build.Dir = root
-		if out, err := build.CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "deploy: build %s: %v\n%s", cmd, err, out)
-			return 1
-		}
+	if err := testenv.BuildCommands(binDir, commands...); err != nil {
+		fmt.Fprintln(os.Stderr, "deploy:", err)
+		return 1
 	}
 	return m.Run()
 }

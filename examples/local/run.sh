@@ -17,9 +17,19 @@
 #
 # Environment: NODES (100), PODS_PER_NODE (3) size the fleet;
 # READY_TIMEOUT (60) is how many seconds each process gets to be ready.
-# For tests, every address can be moved (VM_PORT, FLEETSIM_PORT, NODE_PORT,
-# POD_PORT, COORDINATOR_WEB_PORT, COORDINATOR_GRPC_PORT, SCRAPER_PORTS) and
-# CONFIG names another prometheus.yml, which must then point at them.
+# For tests, every address can be moved (VM_PORT, FLEETSIM_PORT,
+# COORDINATOR_WEB_PORT, COORDINATOR_GRPC_PORT, SCRAPER_PORTS) and CONFIG
+# names another prometheus.yml, which must then point at them. The fleet's
+# target ports (NODE_PORT, POD_PORT) default to 0: fleetsim picks free ones
+# and registers them in its Consul and Kubernetes fakes, where the config
+# finds them, so a local node_exporter on 9100 is no obstacle.
+#
+# Linux only (fleetsim's targets live at 127.1.x.y and 127.16.x.y, which
+# only Linux routes to the loopback interface unconfigured); bash 5.1+.
+if ((BASH_VERSINFO[0] < 5 || (BASH_VERSINFO[0] == 5 && BASH_VERSINFO[1] < 1))); then
+	echo "run.sh: needs bash 5.1 or later (for 'wait -n -p'); this is bash $BASH_VERSION" >&2
+	exit 1
+fi
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
@@ -30,8 +40,8 @@ LOGS=$DATA/logs
 CONFIG=${CONFIG:-$ROOT/examples/local/prometheus.yml}
 VM_PORT=${VM_PORT:-8428}
 FLEETSIM_PORT=${FLEETSIM_PORT:-8500}
-NODE_PORT=${NODE_PORT:-9100}
-POD_PORT=${POD_PORT:-8080}
+NODE_PORT=${NODE_PORT:-0}
+POD_PORT=${POD_PORT:-0}
 COORDINATOR_WEB_PORT=${COORDINATOR_WEB_PORT:-9093}
 COORDINATOR_GRPC_PORT=${COORDINATOR_GRPC_PORT:-9094}
 read -r -a SCRAPER_PORTS <<<"${SCRAPER_PORTS:-9095 9096 9097}"
@@ -49,20 +59,18 @@ for b in victoria-metrics fleetsim coordinator scraper shardctl; do
 	[[ -x $BIN/$b ]] || die "$BIN/$b is missing: run 'make run' (it builds ./bin and installs VictoriaMetrics)"
 done
 
-# Every port the run binds; the fleet's target ports (9100, 8080) are bound
-# on the wildcard address of the loopback device.
+# Every fixed port the run binds (fleetsim checks its target ports itself,
+# naming the flag, when NODE_PORT or POD_PORT is set).
 declare -A PORTS=(
 	[$VM_PORT]="VictoriaMetrics -httpListenAddr"
 	[$FLEETSIM_PORT]="fleetsim --web.listen-address (Consul and Kubernetes APIs)"
-	[$NODE_PORT]="fleetsim --node.port (node_exporter targets)"
-	[$POD_PORT]="fleetsim --pod.port (application targets)"
 	[$COORDINATOR_WEB_PORT]="coordinator --web.listen-address"
 	[$COORDINATOR_GRPC_PORT]="coordinator --grpc.listen-address"
 )
 for i in "${!SCRAPER_PORTS[@]}"; do
 	PORTS[${SCRAPER_PORTS[$i]}]="scraper-$i --web.listen-address"
 done
-((${#PORTS[@]} == 6 + ${#SCRAPER_PORTS[@]})) || die "two processes would share a port: check the *_PORT variables"
+((${#PORTS[@]} == 4 + ${#SCRAPER_PORTS[@]})) || die "two processes would share a port: check the *_PORT variables"
 taken=0
 for port in "${!PORTS[@]}"; do
 	if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
@@ -194,6 +202,10 @@ start fleetsim "$BIN/fleetsim" \
 	--node.port="$NODE_PORT" --pod.port="$POD_PORT" \
 	--nodes="$NODES" --pods-per-node="$PODS_PER_NODE"
 wait_ready fleetsim "$FLEETSIM_PORT" /-/ready
+# The target ports fleetsim bound (free ones unless NODE_PORT/POD_PORT).
+listening=$(grep -m1 'msg="Listening for scrapes"' "${LOGFILE[fleetsim]}" || true)
+[[ $listening =~ node_port=([0-9]+) ]] && NODE_PORT=${BASH_REMATCH[1]}
+[[ $listening =~ pod_port=([0-9]+) ]] && POD_PORT=${BASH_REMATCH[1]}
 
 start coordinator "$BIN/coordinator" \
 	--config.file="$CONFIG" \
@@ -234,7 +246,8 @@ scraped by ${#SCRAPER_PORTS[@]} scrapers into VictoriaMetrics, labelled cluster_
   the workers:
     $shardctl workers
 
-Consul and Kubernetes APIs (fleetsim): http://127.0.0.1:$FLEETSIM_PORT. Logs: ${LOGS#"$ROOT"/}/*.log.
+Consul and Kubernetes APIs (fleetsim): http://127.0.0.1:$FLEETSIM_PORT; targets: node_exporters at
+127.1.x.y:$NODE_PORT, pods at 127.16.x.y:$POD_PORT (e.g. http://127.1.0.1:$NODE_PORT/metrics). Logs: ${LOGS#"$ROOT"/}/*.log.
 Press Ctrl-C to stop.
 EOF
 
@@ -242,7 +255,13 @@ EOF
 while :; do
 	died=
 	if wait -n -p died; then rc=0; else rc=$?; fi
-	[[ -n $died ]] || continue
+	if [[ -z $died ]]; then
+		# 127: no child left to wait for (none of ours should be gone
+		# unnoticed, but spinning here would hide it); else a signal, whose
+		# trap exits.
+		((rc != 127)) || die "no child process left to wait for"
+		continue
+	fi
 	for name in "${NAMES[@]}"; do
 		if [[ ${PIDS[$name]:-} == "$died" ]]; then
 			unset "PIDS[$name]"

@@ -6,7 +6,6 @@
 package local_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -14,13 +13,13 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -61,15 +60,10 @@ func TestConfigLoads(t *testing.T) {
 // VictoriaMetrics beside them.
 func binaries(t *testing.T, dir string) {
 	t.Helper()
-	root, err := testenv.ModuleRoot()
-	require.NoError(t, err)
 	vm := testenv.Binary(t, testenv.VictoriaMetricsBinary)
 	bin := filepath.Join(dir, "bin")
 	require.NoError(t, os.MkdirAll(bin, 0o755))
-	build := exec.Command("go", "build", "-o", bin+"/", "./cmd/coordinator", "./cmd/scraper", "./cmd/shardctl", "./cmd/fleetsim")
-	build.Dir = root
-	out, err := build.CombinedOutput()
-	require.NoError(t, err, "build: %s", out)
+	require.NoError(t, testenv.BuildCommands(bin, "coordinator", "scraper", "shardctl", "fleetsim"))
 	require.NoError(t, os.Symlink(vm, filepath.Join(bin, testenv.VictoriaMetricsBinary)))
 }
 
@@ -91,29 +85,16 @@ func freePorts(t *testing.T, n int) []int {
 	return ports
 }
 
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // layout is a temporary copy of the repository's run.sh with its own
 // ports and config.
 type layout struct {
 	dir   string
 	ports map[string]int
 	env   []string
+	// kids are the script's children (pid → comm) once recorded: if the
+	// script hangs, killing it would orphan them (each has a process group
+	// of its own), so the cleanup kills them too.
+	kids map[int]string
 }
 
 func newLayout(t *testing.T, dir string) *layout {
@@ -124,10 +105,11 @@ func newLayout(t *testing.T, dir string) *layout {
 	require.NoError(t, os.MkdirAll(ex, 0o755))
 	require.NoError(t, os.WriteFile(filepath.Join(ex, "run.sh"), script, 0o755))
 
-	p := freePorts(t, 9)
-	l := &layout{dir: dir, ports: map[string]int{
-		"VM_PORT": p[0], "FLEETSIM_PORT": p[1], "NODE_PORT": p[2], "POD_PORT": p[3],
-		"COORDINATOR_WEB_PORT": p[4], "COORDINATOR_GRPC_PORT": p[5],
+	// The fleet's target ports are left to their default: free ones.
+	p := freePorts(t, 7)
+	l := &layout{dir: dir, kids: map[int]string{}, ports: map[string]int{
+		"VM_PORT": p[0], "FLEETSIM_PORT": p[1],
+		"COORDINATOR_WEB_PORT": p[2], "COORDINATOR_GRPC_PORT": p[3],
 	}}
 	cfg, err := os.ReadFile("prometheus.yml")
 	require.NoError(t, err)
@@ -141,7 +123,7 @@ func newLayout(t *testing.T, dir string) *layout {
 	cfgPath := filepath.Join(dir, "prometheus.yml")
 	require.NoError(t, os.WriteFile(cfgPath, []byte(s), 0o644))
 	l.env = append(os.Environ(), "CONFIG="+cfgPath, "READY_TIMEOUT=120", "STOP_TIMEOUT=60",
-		fmt.Sprintf("SCRAPER_PORTS=%d %d %d", p[6], p[7], p[8]))
+		fmt.Sprintf("SCRAPER_PORTS=%d %d %d", p[4], p[5], p[6]))
 	for k, v := range l.ports {
 		l.env = append(l.env, fmt.Sprintf("%s=%d", k, v))
 	}
@@ -150,11 +132,11 @@ func newLayout(t *testing.T, dir string) *layout {
 
 // start runs the copy of run.sh in a process group of its own, as make
 // does in a terminal.
-func (l *layout) start(t *testing.T, env ...string) (*exec.Cmd, *syncBuf, <-chan error) {
+func (l *layout) start(t *testing.T, env ...string) (*exec.Cmd, *testenv.SyncBuffer, <-chan error) {
 	t.Helper()
 	cmd := exec.Command("bash", filepath.Join(l.dir, "examples", "local", "run.sh"))
 	cmd.Env = append(append([]string(nil), l.env...), env...)
-	out := &syncBuf{}
+	out := &testenv.SyncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	require.NoError(t, cmd.Start())
@@ -176,6 +158,15 @@ func (l *layout) start(t *testing.T, env ...string) (*exec.Cmd, *syncBuf, <-chan
 			case <-exited:
 			case <-time.After(90 * time.Second):
 				_ = cmd.Process.Kill()
+				<-exited
+			}
+		}
+		// Whatever the script left running of what it started (it hung,
+		// or was killed): by pid, checked against the command recorded.
+		for pid, comm := range l.kids {
+			if alive(pid) && procComm(pid) == comm {
+				t.Logf("killing %s (pid %d), left running by run.sh", comm, pid)
+				_ = syscall.Kill(pid, syscall.SIGKILL)
 			}
 		}
 		if t.Failed() {
@@ -215,6 +206,21 @@ func children(t *testing.T, pid int) []int {
 		}
 	}
 	return out
+}
+
+// record returns the script's children and remembers them for the cleanup.
+func (l *layout) record(t *testing.T, pid int) []int {
+	t.Helper()
+	kids := children(t, pid)
+	for _, k := range kids {
+		l.kids[k] = procComm(k)
+	}
+	return kids
+}
+
+func procComm(pid int) string {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+	return strings.TrimSpace(string(b))
 }
 
 func alive(pid int) bool {
@@ -295,13 +301,27 @@ func TestRunScript(t *testing.T) {
 		require.NotEmpty(t, m, out.String())
 		require.Contains(t, out.String(), "(expect 12 within a minute)")
 
+		kids := l.record(t, cmd.Process.Pid)
+		require.Len(t, kids, 6, "VictoriaMetrics, fleetsim, coordinator, three scrapers")
+		// The target ports fleetsim picked, as the script reports them.
+		tp := regexp.MustCompile(`node_exporters at\s+127\.1\.x\.y:(\d+), pods at 127\.16\.x\.y:(\d+)`).FindStringSubmatch(out.String())
+		require.Len(t, tp, 3, out.String())
+		for _, p := range tp[1:] {
+			require.NotEqual(t, "0", p)
+		}
+
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 		defer cancel()
-		var got string
+		// Every target counted, and every one of them up (the printed
+		// query counts up == 0 too).
+		upOK := "http://" + regexp.MustCompile(`^http://([^/]+)/`).FindStringSubmatch(m)[1] + "/api/v1/query?query=" +
+			url.QueryEscape("count by (cluster_name) (up == 1)")
+		var got, gotUp string
 		require.Eventually(t, func() bool {
 			got, _ = query(ctx, m)
-			return got == "local=12"
-		}, 2*time.Minute, 500*time.Millisecond, "count by (cluster_name) (up): %s", got)
+			gotUp, _ = query(ctx, upOK)
+			return got == "local=12" && gotUp == "local=12"
+		}, 2*time.Minute, 500*time.Millisecond, "count by (cluster_name) (up): %s; (up == 1): %s", got, gotUp)
 
 		sc := regexp.MustCompile(`\./bin/shardctl[^\n]* workers`).FindString(out.String())
 		require.NotEmpty(t, sc)
@@ -312,8 +332,6 @@ func TestRunScript(t *testing.T) {
 			require.Regexp(t, fmt.Sprintf(`(?m)^scraper-%d\s+active`, i), string(res))
 		}
 
-		kids := children(t, cmd.Process.Pid)
-		require.Len(t, kids, 6, "VictoriaMetrics, fleetsim, coordinator, three scrapers")
 		// Ctrl-C: SIGINT to the script's process group, as a terminal does;
 		// the children have groups of their own.
 		require.NoError(t, syscall.Kill(-cmd.Process.Pid, syscall.SIGINT))
@@ -329,15 +347,13 @@ func TestRunScript(t *testing.T) {
 			require.False(t, alive(pid), "child %d still running", pid)
 		}
 		for name, port := range l.ports {
-			if name == "NODE_PORT" || name == "POD_PORT" {
-				continue // wildcard on lo: dial the loopback address
-			}
 			_, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second)
 			require.Error(t, err, "%s %d still listening", name, port)
 		}
-		for _, port := range []int{l.ports["NODE_PORT"], l.ports["POD_PORT"]} {
-			_, err := net.DialTimeout("tcp", fmt.Sprintf("127.1.0.1:%d", port), time.Second)
-			require.Error(t, err, "target port %d still listening", port)
+		for _, port := range tp[1:] {
+			// Wildcard on lo: dial a target's loopback address.
+			_, err := net.DialTimeout("tcp", "127.1.0.1:"+port, time.Second)
+			require.Error(t, err, "target port %s still listening", port)
 		}
 		// The scrapers stopped before the coordinator, VictoriaMetrics last.
 		var order []string
@@ -355,15 +371,14 @@ func TestRunScript(t *testing.T) {
 		l := newLayout(t, dir)
 		cmd, out, done := l.start(t, "NODES=1", "PODS_PER_NODE=1")
 		waitFor(t, done, out, "Press Ctrl-C to stop.", 4*time.Minute)
+		kids := l.record(t, cmd.Process.Pid)
 		var fleetsim int
-		for _, pid := range children(t, cmd.Process.Pid) {
-			b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
-			if strings.TrimSpace(string(b)) == "fleetsim" {
+		for _, pid := range kids {
+			if l.kids[pid] == "fleetsim" {
 				fleetsim = pid
 			}
 		}
 		require.NotZero(t, fleetsim)
-		kids := children(t, cmd.Process.Pid)
 		require.NoError(t, syscall.Kill(fleetsim, syscall.SIGKILL))
 		select {
 		case err := <-done:
@@ -380,7 +395,7 @@ func TestRunScript(t *testing.T) {
 }
 
 // waitFor waits until out contains s, failing if the script exits first.
-func waitFor(t *testing.T, done <-chan error, out *syncBuf, s string, timeout time.Duration) {
+func waitFor(t *testing.T, done <-chan error, out *testenv.SyncBuffer, s string, timeout time.Duration) {
 	t.Helper()
 	deadline := time.After(timeout)
 	tick := time.NewTicker(100 * time.Millisecond)
