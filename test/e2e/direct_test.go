@@ -33,9 +33,9 @@ func TestDirectVsSharded(t *testing.T) {
 		Config: scrapeConfig(fl.control.Addr, vm.WriteURL(), "  external_labels:\n    cluster_name: direct\n"),
 	})
 	c := startCluster(t, "sharded", scrapeConfig(fl.control.Addr, vm.WriteURL(), ""))
-	c.startWorker("scraper-0")
-	c.startWorker("scraper-1")
-	c.waitSettled(len(instances), "scraper-0", "scraper-1")
+	c.startWorker(t, "scraper-0")
+	c.startWorker(t, "scraper-1")
+	c.waitSettled(t, len(instances), "scraper-0", "scraper-1")
 	t.Logf("settled after %s", time.Since(begin))
 	// Every target scraped a few times by both sides.
 	since := time.Now()

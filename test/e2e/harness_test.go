@@ -2,6 +2,7 @@ package e2e_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -48,6 +49,9 @@ const (
 // cluster is one coordinator and its scraper workers, all real processes,
 // with their data in one temp dir.
 type cluster struct {
+	// t is the test that started the cluster: the processes' cleanups
+	// belong to it, so that they outlive the step (t.Run) that started
+	// them. Assertions use the t a method is given.
 	t           *testing.T
 	name        string // value of the cluster_name label
 	dir         string
@@ -92,11 +96,12 @@ func startCluster(t *testing.T, name, config string, extra ...string) *cluster {
 	return c
 }
 
-// startWorker starts scraper worker id and waits for its /-/ready.
-func (c *cluster) startWorker(id string) *worker {
-	c.t.Helper()
+// startWorker starts scraper worker id and waits for its /-/ready; t is the
+// calling test or step, the process belongs to the cluster's test.
+func (c *cluster) startWorker(t *testing.T, id string) *worker {
+	t.Helper()
 	web, err := testenv.FreeAddr()
-	require.NoError(c.t, err)
+	require.NoError(t, err)
 	w := &worker{id: id, web: web}
 	w.p = testenv.NewProcess(c.t, filepath.Join(binDir, "scraper"),
 		"--coordinator.address="+c.grpcAddr, "--worker.id="+id, "--web.listen-address="+web,
@@ -106,18 +111,18 @@ func (c *cluster) startWorker(id string) *worker {
 	// first, so that the last worker's Leave fails at once instead of
 	// waiting out --shutdown.handoff-timeout for a worker to take over.
 	c.t.Cleanup(func() { _ = c.coordinator.Stop() })
-	require.NoError(c.t, w.p.Start())
+	require.NoError(t, w.p.Start())
 	c.workers[id] = w
-	waitOK(c.t, "http://"+web+"/-/ready")
+	waitOK(t, "http://"+web+"/-/ready")
 	return w
 }
 
 // restartCoordinator starts the (stopped or killed) coordinator again with
 // the same flags, ports and storage path, and waits until it is ready.
-func (c *cluster) restartCoordinator() {
-	c.t.Helper()
-	require.NoError(c.t, c.coordinator.Start())
-	waitOK(c.t, "http://"+c.webAddr+"/-/ready")
+func (c *cluster) restartCoordinator(t *testing.T) {
+	t.Helper()
+	require.NoError(t, c.coordinator.Start())
+	waitOK(t, "http://"+c.webAddr+"/-/ready")
 }
 
 func waitOK(t *testing.T, url string) {
@@ -169,7 +174,7 @@ func (c *cluster) targets() []fleetTarget {
 			ActiveTargets []fleetTarget `json:"activeTargets"`
 		} `json:"data"`
 	}
-	if err := decodeJSON(resp, &body); err != nil {
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
 		return nil
 	}
 	return body.Data.ActiveTargets
@@ -178,8 +183,8 @@ func (c *cluster) targets() []fleetTarget {
 // waitSettled polls /api/v1/targets until it lists n targets, each with one
 // active owner, owned by exactly the given workers (each owning some), and
 // returns the owner of every target by key.
-func (c *cluster) waitSettled(n int, workers ...string) map[string]string {
-	c.t.Helper()
+func (c *cluster) waitSettled(t *testing.T, n int, workers ...string) map[string]string {
+	t.Helper()
 	var owners map[string]string
 	var last string
 	ok := pollUntil(waitLong, func() bool {
@@ -203,7 +208,7 @@ func (c *cluster) waitSettled(n int, workers ...string) map[string]string {
 		last = fmt.Sprintf("%d targets (want %d), owners %v (want %v)", len(ts), n, per, want)
 		return len(ts) == n && slices.Equal(have, want)
 	})
-	require.True(c.t, ok, "the coordinator never settled: %s", last)
+	require.True(t, ok, "the coordinator never settled: %s", last)
 	return owners
 }
 

@@ -16,7 +16,6 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -38,17 +37,14 @@ func run(m *testing.M) int {
 		return m.Run()
 	}
 	start := time.Now()
-	root, err := testenv.ModuleRoot()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "e2e:", err)
-		return 1
-	}
+	var err error
 	binDir, err = os.MkdirTemp("", "shardscrape-e2e-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
 		return 1
 	}
 	defer os.RemoveAll(binDir)
+	var build []string
 	for _, cmd := range []string{"coordinator", "scraper"} {
 		// SHARDSCRAPE_E2E_<CMD>=path runs a binary built elsewhere (an
 		// older commit, to show a case failing without a fix).
@@ -60,12 +56,11 @@ func run(m *testing.M) int {
 			fmt.Printf("e2e: %s from %s\n", cmd, path)
 			continue
 		}
-		build := exec.Command("go", "build", "-o", filepath.Join(binDir, cmd), "./cmd/"+cmd)
-		build.Dir = root
-		if out, err := build.CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "e2e: build %s: %v\n%s", cmd, err, out)
-			return 1
-		}
+		build = append(build, cmd)
+	}
+	if err := testenv.BuildCommands(binDir, build...); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		return 1
 	}
 	code := m.Run()
 	fmt.Printf("e2e-figure: suite seconds=%.1f exit=%d\n", time.Since(start).Seconds(), code)
