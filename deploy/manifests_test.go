@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -270,6 +271,7 @@ func TestKustomizeBuilds(t *testing.T) {
 				{"grace", func(b rendering) []error { return checkGrace(b, flags) }},
 				{"remote-write", checkRemoteWrite},
 				{"wiring", checkWiring},
+				{"pods", checkPods},
 			} {
 				t.Run(c.name, func(t *testing.T) {
 					require.Empty(t, c.check(b))
@@ -1086,6 +1088,7 @@ func TestChecksCatchBrokenManifests(t *testing.T) {
 		"grace":        func(b rendering) []error { return checkGrace(b, flags) },
 		"remote-write": checkRemoteWrite,
 		"wiring":       checkWiring,
+		"pods":         checkPods,
 		"config-check": func(b rendering) []error { return checkCoordinatorConfig(b, t.TempDir()) },
 	}
 	for _, tc := range []struct {
@@ -1163,6 +1166,32 @@ func TestChecksCatchBrokenManifests(t *testing.T) {
 		}},
 		{"remote-write receiver", vm, "remote-write", "victoria", func(b rendering) {
 			setArg(container(b, "scraper"), "remote-write.receiver", "victoria")
+		}},
+		{"pdb unhealthy pods", vm, "pods", "unhealthyPodEvictionPolicy", func(b rendering) {
+			onlyObject[*policyv1.PodDisruptionBudget](t, b).Spec.UnhealthyPodEvictionPolicy = nil
+		}},
+		{"no GOMEMLIMIT", vm, "pods", "no GOMEMLIMIT", func(b rendering) {
+			c := container(b, "scraper")
+			c.Env = slices.DeleteFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == "GOMEMLIMIT" })
+		}},
+		{"GOMEMLIMIT above the limit", vm, "pods", "is not below the memory limit", func(b rendering) {
+			c := container(b, "coordinator")
+			for i := range c.Env {
+				if c.Env[i].Name == "GOMEMLIMIT" {
+					c.Env[i].Value = "4GiB"
+				}
+			}
+		}},
+		{"node selector", exporters, "pods", "no nodeSelector", func(b rendering) {
+			onlyObject[*appsv1.DaemonSet](t, b).Spec.Template.Spec.NodeSelector = nil
+		}},
+		{"restricted pod security", vm, "pods", "seccompProfile not RuntimeDefault", func(b rendering) {
+			onlyObject[*appsv1.StatefulSet](t, b).Spec.Template.Spec.SecurityContext.SeccompProfile = nil
+		}},
+		{"exporters in a restricted namespace", exporters, "pods", "host namespaces", func(b rendering) {
+			for _, ns := range objectsOf[*corev1.Namespace](b) {
+				ns.Labels["pod-security.kubernetes.io/enforce"] = "restricted"
+			}
 		}},
 		{"config", vm, "config-check", "FAILED", func(b rendering) {
 			for _, cm := range objectsOf[*corev1.ConfigMap](b) {
@@ -1305,4 +1334,133 @@ func TestConfigIsTheDocumentsJobsMadeCurrent(t *testing.T) {
 	require.NotContains(t, string(text), "\n    bearer_token_file:", "authorization.credentials_file replaces bearer_token_file")
 	require.Len(t, cfg.RemoteWriteConfigs, 1)
 	require.Equal(t, "remote-write.invalid", cfg.RemoteWriteConfigs[0].URL.Hostname(), "a placeholder the overlays replace")
+}
+
+// checkPods: what every pod of the build must have. A PodDisruptionBudget
+// lets unhealthy pods go (AlwaysAllow: an unready worker holds no assignment
+// in force, and with the default IfHealthyBudget two unready workers would
+// block every eviction). A container with a memory limit sets GOMEMLIMIT
+// below it (else the Go heap grows past the cgroup limit during a backlog
+// and the kernel kills the pod instead of the GC working harder). Every pod
+// asks for Linux nodes. Every workload's namespace is in the build with a
+// Pod Security enforce level, and the pods of a restricted namespace comply
+// with the restricted profile.
+func checkPods(b rendering) []error {
+	var errs []error
+	for _, pdb := range objectsOf[*policyv1.PodDisruptionBudget](b) {
+		if p := pdb.Spec.UnhealthyPodEvictionPolicy; p == nil || *p != policyv1.AlwaysAllow {
+			errs = append(errs, fmt.Errorf("pdb %s: unhealthyPodEvictionPolicy is not AlwaysAllow", pdb.Name))
+		}
+	}
+	for _, p := range podTemplates(b) {
+		spec := p.tmpl.Spec
+		if spec.NodeSelector[corev1.LabelOSStable] != "linux" {
+			errs = append(errs, fmt.Errorf("%s: no nodeSelector %s: linux", p, corev1.LabelOSStable))
+		}
+		for _, c := range spec.Containers {
+			limit, ok := c.Resources.Limits[corev1.ResourceMemory]
+			if !ok {
+				continue
+			}
+			i := slices.IndexFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == "GOMEMLIMIT" })
+			if i < 0 {
+				errs = append(errs, fmt.Errorf("%s container %s: memory limit %s but no GOMEMLIMIT", p, c.Name, limit.String()))
+				continue
+			}
+			n, err := parseGoMemLimit(c.Env[i].Value)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s container %s: %w", p, c.Name, err))
+			} else if n >= limit.Value() {
+				errs = append(errs, fmt.Errorf("%s container %s: GOMEMLIMIT %s is not below the memory limit %s", p, c.Name, c.Env[i].Value, limit.String()))
+			}
+		}
+		var ns *corev1.Namespace
+		for _, n := range objectsOf[*corev1.Namespace](b) {
+			if n.Name == p.namespace {
+				ns = n
+			}
+		}
+		if ns == nil {
+			errs = append(errs, fmt.Errorf("%s: namespace %q not in the build", p, p.namespace))
+			continue
+		}
+		switch level := ns.Labels["pod-security.kubernetes.io/enforce"]; level {
+		case "restricted":
+			for _, e := range restrictedViolations(spec) {
+				errs = append(errs, fmt.Errorf("%s in restricted namespace %s: %s", p, ns.Name, e))
+			}
+		case "privileged", "baseline":
+		default:
+			errs = append(errs, fmt.Errorf("namespace %s: pod-security.kubernetes.io/enforce %q", ns.Name, level))
+		}
+	}
+	return errs
+}
+
+// restrictedViolations lists what of a pod spec the Pod Security
+// "restricted" profile refuses (the checks these manifests could trip).
+func restrictedViolations(spec corev1.PodSpec) []string {
+	var out []string
+	if spec.HostNetwork || spec.HostPID || spec.HostIPC {
+		out = append(out, "host namespaces")
+	}
+	for _, v := range spec.Volumes {
+		if v.HostPath != nil {
+			out = append(out, "hostPath volume "+v.Name)
+		}
+	}
+	psc := spec.SecurityContext
+	if psc == nil {
+		psc = &corev1.PodSecurityContext{}
+	}
+	for _, c := range slices.Concat(spec.InitContainers, spec.Containers) {
+		sc := c.SecurityContext
+		if sc == nil {
+			sc = &corev1.SecurityContext{}
+		}
+		nonRoot := sc.RunAsNonRoot
+		if nonRoot == nil {
+			nonRoot = psc.RunAsNonRoot
+		}
+		if nonRoot == nil || !*nonRoot {
+			out = append(out, c.Name+": runAsNonRoot not true")
+		}
+		seccomp := sc.SeccompProfile
+		if seccomp == nil {
+			seccomp = psc.SeccompProfile
+		}
+		if seccomp == nil || (seccomp.Type != corev1.SeccompProfileTypeRuntimeDefault && seccomp.Type != corev1.SeccompProfileTypeLocalhost) {
+			out = append(out, c.Name+": seccompProfile not RuntimeDefault")
+		}
+		if sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation {
+			out = append(out, c.Name+": allowPrivilegeEscalation not false")
+		}
+		if sc.Privileged != nil && *sc.Privileged {
+			out = append(out, c.Name+": privileged")
+		}
+		if sc.Capabilities == nil || !slices.Contains(sc.Capabilities.Drop, "ALL") {
+			out = append(out, c.Name+": capabilities do not drop ALL")
+		} else if slices.ContainsFunc(sc.Capabilities.Add, func(c corev1.Capability) bool { return c != "NET_BIND_SERVICE" }) {
+			out = append(out, c.Name+": capabilities add more than NET_BIND_SERVICE")
+		}
+	}
+	return out
+}
+
+// parseGoMemLimit parses a GOMEMLIMIT value (bytes, or with a B, KiB, MiB,
+// GiB or TiB suffix, as the Go runtime reads it).
+func parseGoMemLimit(s string) (int64, error) {
+	num, mult := s, int64(1)
+	for i, suf := range []string{"TiB", "GiB", "MiB", "KiB", "B"} {
+		if strings.HasSuffix(s, suf) {
+			num = strings.TrimSuffix(s, suf)
+			mult = int64(1) << (10 * (4 - i))
+			break
+		}
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n <= 0 {
+		return 0, fmt.Errorf("GOMEMLIMIT %q: not a size like 1800MiB", s)
+	}
+	return n * mult, nil
 }
