@@ -27,6 +27,7 @@ import (
 	"github.com/prometheus/prometheus/storage/remote"
 	"github.com/prometheus/prometheus/util/teststorage"
 	"github.com/stretchr/testify/require"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/shardscrape/shardscrape/internal/synth"
 	"github.com/shardscrape/shardscrape/internal/testenv"
@@ -695,17 +696,13 @@ func startPipeline(t *testing.T, st *store, remoteWriteURLs ...string) *pipeline
 	t.Cleanup(sink.Close)
 
 	cfg := filepath.Join(dir, "prometheus.yml")
-	// extra_scrape_metrics: the scrape duration histogram of the pipeline
-	// dashboard is only observed with it.
-	require.NoError(t, os.WriteFile(cfg, []byte(fmt.Sprintf(`global:
-  scrape_interval: 1s
-  extra_scrape_metrics: true
+	require.NoError(t, os.WriteFile(cfg, []byte(fmt.Sprintf(`%s
 scrape_configs:
   - job_name: node-exporter
     static_configs:
       - targets: [%q]
         labels: {ip: 10.0.0.1}
-`, strings.TrimPrefix(target.URL, "http://"))), 0o600))
+`, baseGlobal(t), strings.TrimPrefix(target.URL, "http://"))), 0o600))
 
 	addr := func() string {
 		a, err := testenv.FreeAddr()
@@ -744,6 +741,26 @@ scrape_configs:
 		return assigned == 1 && active == 1 && sent > 0 && pl.writes.Load() > 0
 	}, 90*time.Second, 100*time.Millisecond, "the pipeline never scraped its target and remote-wrote it")
 	return pl
+}
+
+// baseGlobal returns the global section of base/config/prometheus.yml
+// (what the deployed fleet scrapes with: extra_scrape_metrics among it, which
+// the pipeline dashboard's scrape duration panel needs), with the test's 1 s
+// interval and timeout.
+func baseGlobal(t *testing.T) string {
+	t.Helper()
+	text, err := os.ReadFile(filepath.Join(deployDir(t), "base/config/prometheus.yml"))
+	require.NoError(t, err)
+	var cfg struct {
+		Global map[string]any `yaml:"global"`
+	}
+	require.NoError(t, yaml.Unmarshal(text, &cfg))
+	require.NotEmpty(t, cfg.Global)
+	cfg.Global["scrape_interval"] = "1s"
+	cfg.Global["scrape_timeout"] = "1s"
+	out, err := yaml.Marshal(map[string]any{"global": cfg.Global})
+	require.NoError(t, err)
+	return strings.TrimSpace(string(out))
 }
 
 // metrics scrapes both /metrics pages (the scraper's only while it runs);
@@ -909,6 +926,11 @@ func TestMonitoringMetricsExposed(t *testing.T) {
 
 	require.Empty(t, unexposedMetrics(exprs, coord, scraper, recorded))
 	checkLazyMetrics(t, scraper)
+	// The pipeline dashboard's scrape duration panel: the histogram is
+	// registered always, observed only with extra_scrape_metrics, which the
+	// pipeline takes from the base config's global section.
+	scrapes, _ := sms.Sum("prometheus_target_scrape_duration_seconds_count", nil)
+	require.Positive(t, scrapes, "prometheus_target_scrape_duration_seconds is not observed: extra_scrape_metrics off in base/config/prometheus.yml?")
 
 	t.Run("evaluate", func(t *testing.T) {
 		for _, x := range exprs {
