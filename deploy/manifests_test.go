@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/config"
 	"github.com/prometheus/prometheus/discovery/kubernetes"
+	promlabels "github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/relabel"
 	"github.com/stretchr/testify/require"
 	"github.com/thanos-io/objstore/client"
@@ -1463,4 +1464,37 @@ func parseGoMemLimit(s string) (int64, error) {
 		return 0, fmt.Errorf("GOMEMLIMIT %q: not a size like 1800MiB", s)
 	}
 	return n * mult, nil
+}
+
+// TestNodeExporterIP: the kubernetes-pods job labels a node-exporter pod's
+// series with its node's ip, for this deploy's node-exporter and
+// kube-prometheus-stack's prometheus-node-exporter, and no other pod's.
+func TestNodeExporterIP(t *testing.T) {
+	text, err := os.ReadFile(filepath.Join(deployDir(t), "base/config/prometheus.yml"))
+	require.NoError(t, err)
+	cfg, err := config.Load(string(text), nil)
+	require.NoError(t, err)
+	scs, err := cfg.GetScrapeConfigs()
+	require.NoError(t, err)
+	i := slices.IndexFunc(scs, func(sc *config.ScrapeConfig) bool { return sc.JobName == "kubernetes-pods" })
+	require.GreaterOrEqual(t, i, 0)
+	for app, want := range map[string]string{
+		"node-exporter":            "10.0.0.7",
+		"prometheus-node-exporter": "10.0.0.7",
+		"web":                      "",
+		"node-exporter-proxy":      "",
+	} {
+		lset := promlabels.FromStrings(
+			model.AddressLabel, "10.0.0.7:9100",
+			"__meta_kubernetes_pod_annotation_prometheus_io_scrape", "true",
+			"__meta_kubernetes_pod_phase", "Running",
+			"__meta_kubernetes_pod_label_app_kubernetes_io_name", app,
+			"__meta_kubernetes_pod_host_ip", "10.0.0.7",
+			"__meta_kubernetes_namespace", "monitoring-exporters",
+			"__meta_kubernetes_pod_name", "x",
+		)
+		lb := promlabels.NewBuilder(lset)
+		require.True(t, relabel.ProcessBuilder(lb, scs[i].RelabelConfigs...), app)
+		require.Equal(t, want, lb.Get("ip"), app)
+	}
 }
