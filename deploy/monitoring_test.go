@@ -215,13 +215,18 @@ type dashboard struct {
 }
 
 type panel struct {
-	ID         int           `json:"id"`
-	Type       string        `json:"type"`
-	Title      string        `json:"title"`
-	Datasource *datasource   `json:"datasource"`
-	Targets    []panelTarget `json:"targets"`
-	Panels     []panel       `json:"panels"` // a collapsed row's
-	GridPos    *gridPos      `json:"gridPos"`
+	ID          int           `json:"id"`
+	Type        string        `json:"type"`
+	Title       string        `json:"title"`
+	Datasource  *datasource   `json:"datasource"`
+	Targets     []panelTarget `json:"targets"`
+	Panels      []panel       `json:"panels"` // a collapsed row's
+	GridPos     *gridPos      `json:"gridPos"`
+	FieldConfig struct {
+		Defaults struct {
+			Unit string `json:"unit"`
+		} `json:"defaults"`
+	} `json:"fieldConfig"`
 }
 
 type gridPos struct {
@@ -237,9 +242,10 @@ func (g gridPos) overlaps(o gridPos) bool {
 }
 
 type panelTarget struct {
-	RefID      string      `json:"refId"`
-	Expr       string      `json:"expr"`
-	Datasource *datasource `json:"datasource"`
+	RefID        string      `json:"refId"`
+	Expr         string      `json:"expr"`
+	LegendFormat string      `json:"legendFormat"`
+	Datasource   *datasource `json:"datasource"`
 }
 
 type datasource struct {
@@ -520,6 +526,15 @@ func TestMonitoringDashboards(t *testing.T) {
 	for _, want := range []string{"shardscrape-pipeline.json", "cluster.json", "node.json"} {
 		require.FileExists(t, filepath.Join(dashboardsDir, want))
 	}
+	// The pipeline's series come from the kubernetes-pods job: replicas and
+	// workers are told apart by kubernetes_pod_name (stable across restarts,
+	// the coordinator's worker label), never by instance (the pod IP).
+	for _, p := range allPanels(loadDashboard(t, filepath.Join(dashboardsDir, "shardscrape-pipeline.json")).Panels) {
+		for _, tg := range p.Targets {
+			require.NotRegexp(t, `\binstance\b`, tg.Expr, "panel %q", p.Title)
+			require.NotContains(t, tg.LegendFormat, "{{instance}}", "panel %q", p.Title)
+		}
+	}
 	// The node views select nodes.
 	for _, file := range []string{"cluster.json", "node.json"} {
 		d := loadDashboard(t, filepath.Join(dashboardsDir, file))
@@ -573,7 +588,7 @@ func (e exposition) hasLabel(name, label, value string) bool {
 
 // Labels that the store adds to what a binary exposes (target and external
 // labels), or that are only known after the scrape.
-var storeLabels = map[string]bool{model.MetricNameLabel: true, clusterLabel: true, "instance": true, "job": true}
+var storeLabels = map[string]bool{model.MetricNameLabel: true, clusterLabel: true, "instance": true, "job": true, "kubernetes_pod_name": true}
 
 // lazyMetrics are metric vectors Prometheus's code creates at their first
 // event, with no label values initialized, so a fresh binary does not
@@ -802,13 +817,15 @@ func newStore(t *testing.T) *store {
 }
 
 // add appends one scrape of a binary at ts.
-func (s *store) add(t *testing.T, ms testenv.MetricSet, job, instance string, ts time.Time) {
+func (s *store) add(t *testing.T, ms testenv.MetricSet, job, instance, pod string, ts time.Time) {
 	t.Helper()
 	app := s.db.Appender(t.Context())
 	for _, m := range ms {
 		b := labels.NewBuilder(m.Labels)
 		b.Set("job", job)
 		b.Set("instance", instance)
+		// What the kubernetes-pods job adds: the pod's name.
+		b.Set("kubernetes_pod_name", pod)
 		b.Set(clusterLabel, "test")
 		_, err := app.Append(0, b.Labels(), ts.UnixMilli(), m.Value)
 		require.NoError(t, err)
@@ -826,9 +843,9 @@ func (s *store) snapshot(t *testing.T, pl *pipeline) (time.Time, testenv.MetricS
 		return ok
 	}, 30*time.Second, 50*time.Millisecond)
 	now := time.Now()
-	s.add(t, cms, "shardscrape-coordinator", pl.coordinatorWeb, now)
+	s.add(t, cms, "shardscrape-coordinator", pl.coordinatorWeb, "shardscrape-coordinator-0", now)
 	if sms != nil {
-		s.add(t, sms, "shardscrape-scraper", pl.scraperWeb, now)
+		s.add(t, sms, "shardscrape-scraper", pl.scraperWeb, "scraper-0", now)
 	}
 	return now, cms, sms
 }
@@ -1328,6 +1345,37 @@ func TestMonitoringKubernetesViews(t *testing.T) {
 			require.Zero(t, smp.F, "%s: data of node 10.0.0.1 with node 10.0.0.9 selected: %s", x.where, x.expr)
 		}
 	}
+	// Percentages stay percentages with several nodes and disks, each fully
+	// used (a sum over devices or nodes would pass 100%).
+	busy := &store{
+		db: promqltest.LoadedStorage(t, `
+load 1m
+  node_disk_io_time_seconds_total{cluster_name="c1", ip="10.0.0.1", device="sda"} 0+60x10
+  node_disk_io_time_seconds_total{cluster_name="c1", ip="10.0.0.1", device="sdb"} 0+60x10
+  node_disk_io_time_seconds_total{cluster_name="c1", ip="10.0.0.2", device="sda"} 0+60x10
+  node_disk_io_time_seconds_total{cluster_name="c1", ip="10.0.0.2", device="sdb"} 0+60x10
+  node_cpu_seconds_total{cluster_name="c1", ip="10.0.0.1", cpu="0", mode="idle"} 0x10
+  node_cpu_seconds_total{cluster_name="c1", ip="10.0.0.2", cpu="0", mode="idle"} 0x10
+  up{cluster_name="c1", job="kubernetes-pods"} 1x10
+`),
+		engine: st.engine,
+	}
+	var percents int
+	for _, file := range []string{"cluster.json", "node.json"} {
+		for _, p := range allPanels(loadDashboard(t, filepath.Join(dashboardsDir, file)).Panels) {
+			if p.FieldConfig.Defaults.Unit != "percentunit" {
+				continue
+			}
+			for _, tg := range p.Targets {
+				e, _ := grafanaExpr(tg.Expr)
+				for _, smp := range busy.eval(t, expression{where: file + " " + p.Title, expr: e}, at) {
+					percents++
+					require.LessOrEqual(t, smp.F, 1.0, "%s: panel %q (percentunit) above 100%%: %s", file, p.Title, e)
+				}
+			}
+		}
+	}
+	require.Positive(t, percents)
 	// The hidden node_name variable maps the selected IPs to node names.
 	v := st.eval(t, expression{where: "node_name", expr: `kube_node_info{cluster_name=~"c1", internal_ip=~"10.0.0.1"}`}, at)
 	require.Len(t, v, 1)
