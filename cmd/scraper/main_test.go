@@ -11,7 +11,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -20,15 +19,14 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/shardscrape/shardscrape/internal/testenv"
 	pb "github.com/shardscrape/shardscrape/proto/shardscrape/v1"
 )
 
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := testenv.FreeAddr()
 	require.NoError(t, err)
-	addr := l.Addr().String()
-	require.NoError(t, l.Close())
 	return addr
 }
 
@@ -52,23 +50,6 @@ func get(url string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
-type syncBuf struct {
-	mtx sync.Mutex
-	b   bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mtx.Lock()
-	defer s.mtx.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mtx.Lock()
-	defer s.mtx.Unlock()
-	return s.b.String()
-}
-
 func TestStandalone(t *testing.T) {
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "prometheus.yml")
@@ -81,7 +62,7 @@ scrape_configs:
 	web := freeAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var stderr syncBuf
+	var stderr testenv.SyncBuffer
 	code := make(chan int, 1)
 	go func() {
 		code <- runMain(ctx, []string{
@@ -165,7 +146,7 @@ func TestSIGTERM(t *testing.T) {
 	defer s.Stop()
 
 	web := freeAddr(t)
-	var stderr syncBuf
+	var stderr testenv.SyncBuffer
 	code := make(chan int, 1)
 	go func() {
 		code <- runMain(context.Background(), []string{
