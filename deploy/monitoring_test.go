@@ -1176,11 +1176,39 @@ func TestMonitoringAlertsFire(t *testing.T) {
 			shardscrape_coordinator_worker_targets{cluster_name="ok", instance="c0", worker="w0"} 100x40
 			shardscrape_coordinator_worker_targets{cluster_name="ok", instance="c0", worker="w1"} 110x40`,
 			want: []map[string]string{{"cluster_name": "bad"}}},
+		// bad: one of 5 wanted workers expired; bad-no-ksm: the same
+		// without kube-state-metrics; ok: none expired; ok-scaled-down: a
+		// worker removed by a scale-down whose Leave failed stays EXPIRED,
+		// but all 4 wanted workers are live.
 		"ShardscrapeWorkerDown": {load: `
 			shardscrape_coordinator_workers{cluster_name="bad", instance="c0", state="WORKER_STATE_EXPIRED"} 1x40
 			shardscrape_coordinator_workers{cluster_name="bad", instance="c0", state="WORKER_STATE_ACTIVE"} 4x40
+			kube_statefulset_replicas{cluster_name="bad", namespace="shardscrape", statefulset="shardscrape-scraper"} 5x40
+			shardscrape_coordinator_workers{cluster_name="bad-no-ksm", instance="c0", state="WORKER_STATE_EXPIRED"} 1x40
+			shardscrape_coordinator_workers{cluster_name="bad-no-ksm", instance="c0", state="WORKER_STATE_ACTIVE"} 4x40
 			shardscrape_coordinator_workers{cluster_name="ok", instance="c0", state="WORKER_STATE_EXPIRED"} 0x40
-			shardscrape_coordinator_workers{cluster_name="ok", instance="c0", state="WORKER_STATE_ACTIVE"} 5x40`,
+			shardscrape_coordinator_workers{cluster_name="ok", instance="c0", state="WORKER_STATE_ACTIVE"} 5x40
+			kube_statefulset_replicas{cluster_name="ok", namespace="shardscrape", statefulset="shardscrape-scraper"} 5x40
+			shardscrape_coordinator_workers{cluster_name="ok-scaled-down", instance="c0", state="WORKER_STATE_EXPIRED"} 1x40
+			shardscrape_coordinator_workers{cluster_name="ok-scaled-down", instance="c0", state="WORKER_STATE_ACTIVE"} 3x40
+			shardscrape_coordinator_workers{cluster_name="ok-scaled-down", instance="c0", state="WORKER_STATE_DRAINED"} 1x40
+			kube_statefulset_replicas{cluster_name="ok-scaled-down", namespace="shardscrape", statefulset="shardscrape-scraper"} 4x40`,
+			want: []map[string]string{{"cluster_name": "bad"}, {"cluster_name": "bad-no-ksm"}}},
+		"ShardscrapeWorkersMissing": {load: `
+			kube_statefulset_replicas{cluster_name="bad", namespace="shardscrape", statefulset="shardscrape-scraper"} 5x40
+			kube_statefulset_status_replicas_ready{cluster_name="bad", namespace="shardscrape", statefulset="shardscrape-scraper"} 3x40
+			kube_statefulset_replicas{cluster_name="ok", namespace="shardscrape", statefulset="shardscrape-scraper"} 5x40
+			kube_statefulset_status_replicas_ready{cluster_name="ok", namespace="shardscrape", statefulset="shardscrape-scraper"} 5x40
+			kube_statefulset_replicas{cluster_name="bad", namespace="shop", statefulset="web"} 5x40
+			kube_statefulset_status_replicas_ready{cluster_name="bad", namespace="shop", statefulset="web"} 0x40`,
+			want: []map[string]string{{"cluster_name": "bad", "statefulset": "shardscrape-scraper"}}},
+		// bad: its workers stopped reporting at minute 20; ok: still there;
+		// gone: stopped more than 6 hours before (not loaded at all).
+		"ShardscrapeFleetAbsent": {load: `
+			shardscrape_scraper_ready{cluster_name="bad", instance="w0"} 1x20
+			shardscrape_scraper_ready{cluster_name="bad", instance="w1"} 1x20
+			shardscrape_scraper_ready{cluster_name="ok", instance="w0"} 1x20
+			shardscrape_scraper_ready{cluster_name="ok", instance="w1"} 1x40`,
 			want: []map[string]string{{"cluster_name": "bad"}}},
 		"ShardscrapeWorkerLeasesExpiring": {load: `
 			shardscrape_coordinator_lease_expiries_total{cluster_name="bad", instance="c0"} 0+1x40
