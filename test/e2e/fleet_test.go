@@ -180,20 +180,12 @@ func TestFleet(t *testing.T) {
 		require.Zero(t, cov.Down, "down: %v", cov.Problems)
 		require.LessOrEqual(t, cov.MaxDup, 1, "overlap beyond one interval: %v", cov.PerTarget)
 		require.Zero(t, del.Lost, "lost samples: %v", del.Problems)
-		// The coordinator moves exactly what its ring says a 4th worker
-		// moves, nothing more.
-		require.Equal(t, preview.GetMovedTargetCount(), uint64(moved), "moved targets against the ring's own preview")
-		// The goal, moved ≤ 1.10 × 1/4, is not asserted at this
-		// size: with 300 targets a member's share of the ring varies by
-		// ±10% (binomial, 75 ± 7.5 keys) whatever the virtual nodes or the
-		// load factor, so the ring with its defaults exceeds 1.10 × ideal on
-		// about one key set in five (shardring, 400 random key sets of 300:
-		// median 1.05, p90 1.13; at 3,000 keys the maximum is 1.08, and
-		// shardring's own tests hold it at 1.05 on 1M keys). Target ids
-		// include the fleet's free ports, so every run is a new key set.
-		if float64(moved) > 1.10*ideal {
-			t.Logf("e2e-figure: scale-out threshold_met=false moved=%d limit=%.1f (1.10 × %d/4): key-sampling noise at 300 targets, see the comment", moved, 1.10*ideal, n)
-		}
+		// The coordinator moves exactly what its preview of a 4th worker
+		// said, and within the goal: at most 1.10 × a quarter.
+		// (The placement is sticky, so a join moves only what the old
+		// workers must shed to get under their load bounds.)
+		require.Equal(t, preview.GetMovedTargetCount(), uint64(moved), "moved targets against the coordinator's own preview")
+		require.LessOrEqual(t, float64(moved), 1.10*ideal, "moved %d of %d targets", moved, n)
 	})
 
 	step("worker-sigterm", func(t *testing.T) {
