@@ -663,11 +663,37 @@ func parseDuration(s string) (time.Duration, error) {
 	return time.Duration(d), err
 }
 
+// httpShutdown bounds the scraper's HTTP server shutdown, the last step.
+const httpShutdown = 5 * time.Second
+
 // checkGrace: a scraper pod's grace period covers its whole bounded
-// shutdown: the handoff (Leave), then the wait for remote write to catch up
-// and the queues' flush on close, each bounded by the flush deadline.
+// shutdown, in order:
+//
+//	Leave, every target handed over       --shutdown.handoff-timeout
+//	remote write catching up               --storage.remote.flush-deadline
+//	remote storage close, flushing queues  --storage.remote.flush-deadline
+//	scrape loops stopping: a scrape in      the largest scrape_timeout of
+//	flight runs to its timeout              the config map's jobs
+//	HTTP server shutdown                    5 s
+//
+// and the grace period must exceed the sum (the kubelet's SIGKILL comes at
+// the grace period; what is still queued then is lost).
 func checkGrace(b rendering, flags map[string]map[string]flagSpec) []error {
 	var errs []error
+	var scrapeTimeout time.Duration
+	if text, ok := promConfig(b); ok {
+		cfg, err := config.Load(text, nil)
+		if err != nil {
+			return []error{fmt.Errorf("prometheus.yml: %w", err)}
+		}
+		scs, err := cfg.GetScrapeConfigs()
+		if err != nil {
+			return []error{fmt.Errorf("prometheus.yml: %w", err)}
+		}
+		for _, sc := range scs {
+			scrapeTimeout = max(scrapeTimeout, time.Duration(sc.ScrapeTimeout))
+		}
+	}
 	for _, sts := range objectsOf[*appsv1.StatefulSet](b) {
 		for _, c := range sts.Spec.Template.Spec.Containers {
 			if len(c.Command) == 0 || path.Base(c.Command[0]) != "scraper" {
@@ -685,10 +711,11 @@ func checkGrace(b rendering, flags map[string]map[string]flagSpec) []error {
 				}
 				return d
 			}
-			need := get("shutdown.handoff-timeout") + 2*get("storage.remote.flush-deadline")
+			need := get("shutdown.handoff-timeout") + 2*get("storage.remote.flush-deadline") + scrapeTimeout + httpShutdown
 			grace := sts.Spec.Template.Spec.TerminationGracePeriodSeconds
 			if grace == nil || time.Duration(*grace)*time.Second <= need {
-				errs = append(errs, fmt.Errorf("statefulset %s: terminationGracePeriodSeconds %v does not exceed handoff + 2 x flush deadline = %v", sts.Name, grace, need))
+				errs = append(errs, fmt.Errorf("statefulset %s: terminationGracePeriodSeconds %v does not exceed handoff + 2 x flush deadline + largest scrape_timeout (%v) + HTTP shutdown (%v) = %v",
+					sts.Name, ptrValue(grace), scrapeTimeout, httpShutdown, need))
 			}
 		}
 	}
@@ -1156,6 +1183,15 @@ func TestChecksCatchBrokenManifests(t *testing.T) {
 		{"grace period", vm, "grace", "does not exceed", func(b rendering) {
 			setArg(container(b, "scraper"), "storage.remote.flush-deadline", "2m")
 		}},
+		{"grace period and scrape timeout", vm, "grace", "largest scrape_timeout (1m40s)", func(b rendering) {
+			for _, cm := range objectsOf[*corev1.ConfigMap](b) {
+				if text, ok := cm.Data["prometheus.yml"]; ok {
+					text = strings.Replace(text, "  scrape_interval: 15s\n  scrape_timeout: 10s\n", "  scrape_interval: 2m\n  scrape_timeout: 100s\n", 1)
+					require.Contains(t, text, "scrape_timeout: 100s")
+					cm.Data["prometheus.yml"] = text
+				}
+			}
+		}},
 		{"coordinator address", vm, "wiring", "shardscrape-coordinatr", func(b rendering) {
 			setArg(container(b, "scraper"), "coordinator.address", "shardscrape-coordinatr:9094")
 		}},
@@ -1497,4 +1533,11 @@ func TestNodeExporterIP(t *testing.T) {
 		require.True(t, relabel.ProcessBuilder(lb, scs[i].RelabelConfigs...), app)
 		require.Equal(t, want, lb.Get("ip"), app)
 	}
+}
+
+func ptrValue[T any](p *T) any {
+	if p == nil {
+		return nil
+	}
+	return *p
 }
