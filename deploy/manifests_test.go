@@ -306,6 +306,30 @@ func TestOverlays(t *testing.T) {
 			require.NotEmpty(t, args["remote-write.tenant"])
 		}
 	}
+	// Each cluster its own state: the second cluster's objstore config
+	// differs from the base's (another prefix or bucket).
+	objstore := func(k string) string {
+		b := rendering{name: k, objs: renderKustomization(t, filepath.Join(dir, k))}
+		var found []string
+		for _, s := range objectsOf[*corev1.Secret](b) {
+			if strings.HasPrefix(s.Name, "shardscrape-objstore") {
+				data := s.Data["objstore.yml"]
+				if len(data) == 0 {
+					data = []byte(s.StringData["objstore.yml"])
+				}
+				var bc client.BucketConfig
+				require.NoError(t, yamlStrict(data, &bc), k)
+				raw, err := yaml.Marshal(bc)
+				require.NoError(t, err)
+				found = append(found, string(raw))
+			}
+		}
+		require.Len(t, found, 1, k)
+		return found[0]
+	}
+	require.NotEqual(t, objstore("base"), objstore("overlays/multi-cluster"), "the second cluster shares the first one's state bucket")
+	require.Equal(t, objstore("base"), objstore("overlays/victoriametrics"))
+
 	require.Equal(t, map[string]string{
 		"base":                     "", // the config's placeholder
 		"overlays/victoriametrics": "http://vminsert.victoria-metrics.svc:8480/insert/0/prometheus/api/v1/write",
