@@ -150,6 +150,17 @@ func TestMonitoringRulesLoad(t *testing.T) {
 	require.NotEmpty(t, alerts)
 }
 
+// TestMonitoringRulesKeyedByPod: no rule tells replicas or workers apart
+// by instance (their pod IP, new on every restart, which would restart an
+// alert's for:); kubernetes_pod_name is stable.
+func TestMonitoringRulesKeyedByPod(t *testing.T) {
+	exprs, _ := ruleExpressions(t)
+	require.NotEmpty(t, exprs)
+	for _, x := range exprs {
+		require.NotRegexp(t, `\binstance\b`, x.expr, x.where)
+	}
+}
+
 // TestMonitoringLoadRulesRejects: the loader fails on what vmalert, the Thanos ruler
 // or Prometheus would refuse.
 func TestMonitoringLoadRulesRejects(t *testing.T) {
@@ -1128,70 +1139,70 @@ func TestMonitoringAlertsFire(t *testing.T) {
 		want []map[string]string // label subsets of the firing series
 	}{
 		"ShardscrapeCoordinatorNoLeader": {load: `
-			shardscrape_coordinator_leader{cluster_name="bad", instance="c0"} 0x40
-			shardscrape_coordinator_leader{cluster_name="bad", instance="c1"} 0x40
-			shardscrape_coordinator_leader{cluster_name="ok", instance="c0"} 1x40
-			shardscrape_coordinator_leader{cluster_name="ok", instance="c1"} 0x40`,
+			shardscrape_coordinator_leader{cluster_name="bad", kubernetes_pod_name="c0"} 0x40
+			shardscrape_coordinator_leader{cluster_name="bad", kubernetes_pod_name="c1"} 0x40
+			shardscrape_coordinator_leader{cluster_name="ok", kubernetes_pod_name="c0"} 1x40
+			shardscrape_coordinator_leader{cluster_name="ok", kubernetes_pod_name="c1"} 0x40`,
 			want: []map[string]string{{"cluster_name": "bad"}}},
 		"ShardscrapeCoordinatorSplitLeaders": {load: `
-			shardscrape_coordinator_leader{cluster_name="bad", instance="c0"} 1x40
-			shardscrape_coordinator_leader{cluster_name="bad", instance="c1"} 1x40
-			shardscrape_coordinator_leader{cluster_name="ok", instance="c0"} 1x40
-			shardscrape_coordinator_leader{cluster_name="ok", instance="c1"} 0x40`,
+			shardscrape_coordinator_leader{cluster_name="bad", kubernetes_pod_name="c0"} 1x40
+			shardscrape_coordinator_leader{cluster_name="bad", kubernetes_pod_name="c1"} 1x40
+			shardscrape_coordinator_leader{cluster_name="ok", kubernetes_pod_name="c0"} 1x40
+			shardscrape_coordinator_leader{cluster_name="ok", kubernetes_pod_name="c1"} 0x40`,
 			want: []map[string]string{{"cluster_name": "bad"}}},
 		"ShardscrapeWorkersLostCoordinator": {load: `
-			shardscrape_scraper_coordinator_connected{cluster_name="bad", instance="w0"} 0x40
-			shardscrape_scraper_coordinator_connected{cluster_name="bad", instance="w1"} 0x40
-			shardscrape_scraper_coordinator_connected{cluster_name="ok", instance="w0"} 1x40
-			shardscrape_scraper_coordinator_connected{cluster_name="ok", instance="w1"} 0x40`,
+			shardscrape_scraper_coordinator_connected{cluster_name="bad", kubernetes_pod_name="w0"} 0x40
+			shardscrape_scraper_coordinator_connected{cluster_name="bad", kubernetes_pod_name="w1"} 0x40
+			shardscrape_scraper_coordinator_connected{cluster_name="ok", kubernetes_pod_name="w0"} 1x40
+			shardscrape_scraper_coordinator_connected{cluster_name="ok", kubernetes_pod_name="w1"} 0x40`,
 			want: []map[string]string{{"cluster_name": "bad"}}},
 		"ShardscrapeCoordinatorConfigReloadFailed": {load: `
-			shardscrape_coordinator_config_last_reload_successful{cluster_name="bad", instance="c0"} 0x40
-			shardscrape_coordinator_config_last_reload_successful{cluster_name="ok", instance="c0"} 1x40`,
-			want: []map[string]string{{"cluster_name": "bad", "instance": "c0"}}},
+			shardscrape_coordinator_config_last_reload_successful{cluster_name="bad", kubernetes_pod_name="c0"} 0x40
+			shardscrape_coordinator_config_last_reload_successful{cluster_name="ok", kubernetes_pod_name="c0"} 1x40`,
+			want: []map[string]string{{"cluster_name": "bad", "kubernetes_pod_name": "c0"}}},
 		"ShardscrapeTargetsUnassigned": {load: `
-			shardscrape_coordinator_targets_unassigned{cluster_name="bad", instance="c0"} 3x40
-			shardscrape_coordinator_targets_unassigned{cluster_name="ok", instance="c0"} 0x40`,
+			shardscrape_coordinator_targets_unassigned{cluster_name="bad", kubernetes_pod_name="c0"} 3x40
+			shardscrape_coordinator_targets_unassigned{cluster_name="ok", kubernetes_pod_name="c0"} 0x40`,
 			want: []map[string]string{{"cluster_name": "bad"}}},
 		"ShardscrapeCoverageLow": {load: `
-			shardscrape_coordinator_targets_assigned{cluster_name="bad", instance="c0"} 90x40
-			shardscrape_coordinator_targets_unassigned{cluster_name="bad", instance="c0"} 10x40
-			shardscrape_coordinator_targets_assigned{cluster_name="ok", instance="c0"} 99x40
-			shardscrape_coordinator_targets_unassigned{cluster_name="ok", instance="c0"} 1x40`,
+			shardscrape_coordinator_targets_assigned{cluster_name="bad", kubernetes_pod_name="c0"} 90x40
+			shardscrape_coordinator_targets_unassigned{cluster_name="bad", kubernetes_pod_name="c0"} 10x40
+			shardscrape_coordinator_targets_assigned{cluster_name="ok", kubernetes_pod_name="c0"} 99x40
+			shardscrape_coordinator_targets_unassigned{cluster_name="ok", kubernetes_pod_name="c0"} 1x40`,
 			want: []map[string]string{{"cluster_name": "bad"}}},
 		"ShardscrapeTargetsOwnedTwice": {load: `
-			shardscrape_coordinator_targets_owned_twice{cluster_name="bad", instance="c0"} 2x40
-			shardscrape_coordinator_targets_owned_twice{cluster_name="ok", instance="c0"} 0x40`,
+			shardscrape_coordinator_targets_owned_twice{cluster_name="bad", kubernetes_pod_name="c0"} 2x40
+			shardscrape_coordinator_targets_owned_twice{cluster_name="ok", kubernetes_pod_name="c0"} 0x40`,
 			want: []map[string]string{{"cluster_name": "bad"}}},
 		"ShardscrapeHandoffTimeouts": {load: `
-			shardscrape_coordinator_handoffs_started_total{cluster_name="bad", instance="c0"} 0+10x40
-			shardscrape_coordinator_handoffs_timed_out_total{cluster_name="bad", instance="c0"} 0+5x40
-			shardscrape_coordinator_handoffs_started_total{cluster_name="ok", instance="c0"} 0+10x40
-			shardscrape_coordinator_handoffs_timed_out_total{cluster_name="ok", instance="c0"} 0x40`,
+			shardscrape_coordinator_handoffs_started_total{cluster_name="bad", kubernetes_pod_name="c0"} 0+10x40
+			shardscrape_coordinator_handoffs_timed_out_total{cluster_name="bad", kubernetes_pod_name="c0"} 0+5x40
+			shardscrape_coordinator_handoffs_started_total{cluster_name="ok", kubernetes_pod_name="c0"} 0+10x40
+			shardscrape_coordinator_handoffs_timed_out_total{cluster_name="ok", kubernetes_pod_name="c0"} 0x40`,
 			want: []map[string]string{{"cluster_name": "bad"}}},
 		"ShardscrapeRingImbalance": {load: `
-			shardscrape_coordinator_worker_targets{cluster_name="bad", instance="c0", worker="w0"} 100x40
-			shardscrape_coordinator_worker_targets{cluster_name="bad", instance="c0", worker="w1"} 100x40
-			shardscrape_coordinator_worker_targets{cluster_name="bad", instance="c0", worker="w2"} 400x40
-			shardscrape_coordinator_worker_targets{cluster_name="ok", instance="c0", worker="w0"} 100x40
-			shardscrape_coordinator_worker_targets{cluster_name="ok", instance="c0", worker="w1"} 110x40`,
+			shardscrape_coordinator_worker_targets{cluster_name="bad", kubernetes_pod_name="c0", worker="w0"} 100x40
+			shardscrape_coordinator_worker_targets{cluster_name="bad", kubernetes_pod_name="c0", worker="w1"} 100x40
+			shardscrape_coordinator_worker_targets{cluster_name="bad", kubernetes_pod_name="c0", worker="w2"} 400x40
+			shardscrape_coordinator_worker_targets{cluster_name="ok", kubernetes_pod_name="c0", worker="w0"} 100x40
+			shardscrape_coordinator_worker_targets{cluster_name="ok", kubernetes_pod_name="c0", worker="w1"} 110x40`,
 			want: []map[string]string{{"cluster_name": "bad"}}},
 		// bad: one of 5 wanted workers expired; bad-no-ksm: the same
 		// without kube-state-metrics; ok: none expired; ok-scaled-down: a
 		// worker removed by a scale-down whose Leave failed stays EXPIRED,
 		// but all 4 wanted workers are live.
 		"ShardscrapeWorkerDown": {load: `
-			shardscrape_coordinator_workers{cluster_name="bad", instance="c0", state="WORKER_STATE_EXPIRED"} 1x40
-			shardscrape_coordinator_workers{cluster_name="bad", instance="c0", state="WORKER_STATE_ACTIVE"} 4x40
+			shardscrape_coordinator_workers{cluster_name="bad", kubernetes_pod_name="c0", state="WORKER_STATE_EXPIRED"} 1x40
+			shardscrape_coordinator_workers{cluster_name="bad", kubernetes_pod_name="c0", state="WORKER_STATE_ACTIVE"} 4x40
 			kube_statefulset_replicas{cluster_name="bad", namespace="shardscrape", statefulset="shardscrape-scraper"} 5x40
-			shardscrape_coordinator_workers{cluster_name="bad-no-ksm", instance="c0", state="WORKER_STATE_EXPIRED"} 1x40
-			shardscrape_coordinator_workers{cluster_name="bad-no-ksm", instance="c0", state="WORKER_STATE_ACTIVE"} 4x40
-			shardscrape_coordinator_workers{cluster_name="ok", instance="c0", state="WORKER_STATE_EXPIRED"} 0x40
-			shardscrape_coordinator_workers{cluster_name="ok", instance="c0", state="WORKER_STATE_ACTIVE"} 5x40
+			shardscrape_coordinator_workers{cluster_name="bad-no-ksm", kubernetes_pod_name="c0", state="WORKER_STATE_EXPIRED"} 1x40
+			shardscrape_coordinator_workers{cluster_name="bad-no-ksm", kubernetes_pod_name="c0", state="WORKER_STATE_ACTIVE"} 4x40
+			shardscrape_coordinator_workers{cluster_name="ok", kubernetes_pod_name="c0", state="WORKER_STATE_EXPIRED"} 0x40
+			shardscrape_coordinator_workers{cluster_name="ok", kubernetes_pod_name="c0", state="WORKER_STATE_ACTIVE"} 5x40
 			kube_statefulset_replicas{cluster_name="ok", namespace="shardscrape", statefulset="shardscrape-scraper"} 5x40
-			shardscrape_coordinator_workers{cluster_name="ok-scaled-down", instance="c0", state="WORKER_STATE_EXPIRED"} 1x40
-			shardscrape_coordinator_workers{cluster_name="ok-scaled-down", instance="c0", state="WORKER_STATE_ACTIVE"} 3x40
-			shardscrape_coordinator_workers{cluster_name="ok-scaled-down", instance="c0", state="WORKER_STATE_DRAINED"} 1x40
+			shardscrape_coordinator_workers{cluster_name="ok-scaled-down", kubernetes_pod_name="c0", state="WORKER_STATE_EXPIRED"} 1x40
+			shardscrape_coordinator_workers{cluster_name="ok-scaled-down", kubernetes_pod_name="c0", state="WORKER_STATE_ACTIVE"} 3x40
+			shardscrape_coordinator_workers{cluster_name="ok-scaled-down", kubernetes_pod_name="c0", state="WORKER_STATE_DRAINED"} 1x40
 			kube_statefulset_replicas{cluster_name="ok-scaled-down", namespace="shardscrape", statefulset="shardscrape-scraper"} 4x40`,
 			want: []map[string]string{{"cluster_name": "bad"}, {"cluster_name": "bad-no-ksm"}}},
 		"ShardscrapeWorkersMissing": {load: `
@@ -1205,60 +1216,60 @@ func TestMonitoringAlertsFire(t *testing.T) {
 		// bad: its workers stopped reporting at minute 20; ok: still there;
 		// gone: stopped more than 6 hours before (not loaded at all).
 		"ShardscrapeFleetAbsent": {load: `
-			shardscrape_scraper_ready{cluster_name="bad", instance="w0"} 1x20
-			shardscrape_scraper_ready{cluster_name="bad", instance="w1"} 1x20
-			shardscrape_scraper_ready{cluster_name="ok", instance="w0"} 1x20
-			shardscrape_scraper_ready{cluster_name="ok", instance="w1"} 1x40`,
+			shardscrape_scraper_ready{cluster_name="bad", kubernetes_pod_name="w0"} 1x20
+			shardscrape_scraper_ready{cluster_name="bad", kubernetes_pod_name="w1"} 1x20
+			shardscrape_scraper_ready{cluster_name="ok", kubernetes_pod_name="w0"} 1x20
+			shardscrape_scraper_ready{cluster_name="ok", kubernetes_pod_name="w1"} 1x40`,
 			want: []map[string]string{{"cluster_name": "bad"}}},
 		"ShardscrapeWorkerLeasesExpiring": {load: `
-			shardscrape_coordinator_lease_expiries_total{cluster_name="bad", instance="c0"} 0+1x40
-			shardscrape_coordinator_lease_expiries_total{cluster_name="ok", instance="c0"} 0x40`,
+			shardscrape_coordinator_lease_expiries_total{cluster_name="bad", kubernetes_pod_name="c0"} 0+1x40
+			shardscrape_coordinator_lease_expiries_total{cluster_name="ok", kubernetes_pod_name="c0"} 0x40`,
 			want: []map[string]string{{"cluster_name": "bad"}}},
 		"ShardscrapeWorkerNotReady": {load: `
-			shardscrape_scraper_ready{cluster_name="bad", instance="w0"} 0x40
-			shardscrape_scraper_ready{cluster_name="bad", instance="w1"} 1x40
-			shardscrape_scraper_ready{cluster_name="ok", instance="w0"} 1x40`,
-			want: []map[string]string{{"cluster_name": "bad", "instance": "w0"}}},
+			shardscrape_scraper_ready{cluster_name="bad", kubernetes_pod_name="w0"} 0x40
+			shardscrape_scraper_ready{cluster_name="bad", kubernetes_pod_name="w1"} 1x40
+			shardscrape_scraper_ready{cluster_name="ok", kubernetes_pod_name="w0"} 1x40`,
+			want: []map[string]string{{"cluster_name": "bad", "kubernetes_pod_name": "w0"}}},
 		"ShardscrapeWorkerDisconnected": {load: `
-			shardscrape_scraper_coordinator_connected{cluster_name="bad", instance="w0"} 0x40
-			shardscrape_scraper_coordinator_connected{cluster_name="bad", instance="w1"} 1x40
-			shardscrape_scraper_coordinator_connected{cluster_name="ok", instance="w0"} 1x40`,
-			want: []map[string]string{{"cluster_name": "bad", "instance": "w0"}}},
+			shardscrape_scraper_coordinator_connected{cluster_name="bad", kubernetes_pod_name="w0"} 0x40
+			shardscrape_scraper_coordinator_connected{cluster_name="bad", kubernetes_pod_name="w1"} 1x40
+			shardscrape_scraper_coordinator_connected{cluster_name="ok", kubernetes_pod_name="w0"} 1x40`,
+			want: []map[string]string{{"cluster_name": "bad", "kubernetes_pod_name": "w0"}}},
 		"ShardscrapeWorkerConfigErrors": {load: `
-			shardscrape_scraper_config_errors_total{cluster_name="bad", instance="w0"} 0+1x40
-			shardscrape_scraper_config_errors_total{cluster_name="ok", instance="w0"} 2x40`,
-			want: []map[string]string{{"cluster_name": "bad", "instance": "w0"}}},
+			shardscrape_scraper_config_errors_total{cluster_name="bad", kubernetes_pod_name="w0"} 0+1x40
+			shardscrape_scraper_config_errors_total{cluster_name="ok", kubernetes_pod_name="w0"} 2x40`,
+			want: []map[string]string{{"cluster_name": "bad", "kubernetes_pod_name": "w0"}}},
 		"ShardscrapeRemoteWriteBehind": {load: `
-			prometheus_remote_storage_highest_timestamp_in_seconds{cluster_name="bad", instance="w0", job="s"} 10000+60x40
-			prometheus_remote_storage_queue_highest_sent_timestamp_seconds{cluster_name="bad", instance="w0", job="s", remote_name="vm", url="http://vm"} 10000x40
-			prometheus_remote_storage_highest_timestamp_in_seconds{cluster_name="ok", instance="w0", job="s"} 10000+60x40
-			prometheus_remote_storage_queue_highest_sent_timestamp_seconds{cluster_name="ok", instance="w0", job="s", remote_name="vm", url="http://vm"} 9990+60x40`,
-			want: []map[string]string{{"cluster_name": "bad", "instance": "w0", "remote_name": "vm", "url": "http://vm"}}},
+			prometheus_remote_storage_highest_timestamp_in_seconds{cluster_name="bad", kubernetes_pod_name="w0", job="s"} 10000+60x40
+			prometheus_remote_storage_queue_highest_sent_timestamp_seconds{cluster_name="bad", kubernetes_pod_name="w0", job="s", remote_name="vm", url="http://vm"} 10000x40
+			prometheus_remote_storage_highest_timestamp_in_seconds{cluster_name="ok", kubernetes_pod_name="w0", job="s"} 10000+60x40
+			prometheus_remote_storage_queue_highest_sent_timestamp_seconds{cluster_name="ok", kubernetes_pod_name="w0", job="s", remote_name="vm", url="http://vm"} 9990+60x40`,
+			want: []map[string]string{{"cluster_name": "bad", "kubernetes_pod_name": "w0", "remote_name": "vm", "url": "http://vm"}}},
 		"ShardscrapeRemoteWriteFailed": {load: `
-			prometheus_remote_storage_samples_failed_total{cluster_name="bad", instance="w0", remote_name="vm", url="http://vm"} 0+100x40
-			prometheus_remote_storage_histograms_failed_total{cluster_name="bad", instance="w0", remote_name="vm", url="http://vm"} 0x40
-			prometheus_remote_storage_samples_failed_total{cluster_name="ok", instance="w0", remote_name="vm", url="http://vm"} 0x40
-			prometheus_remote_storage_histograms_failed_total{cluster_name="ok", instance="w0", remote_name="vm", url="http://vm"} 0x40`,
-			want: []map[string]string{{"cluster_name": "bad", "instance": "w0", "remote_name": "vm", "url": "http://vm"}}},
+			prometheus_remote_storage_samples_failed_total{cluster_name="bad", kubernetes_pod_name="w0", remote_name="vm", url="http://vm"} 0+100x40
+			prometheus_remote_storage_histograms_failed_total{cluster_name="bad", kubernetes_pod_name="w0", remote_name="vm", url="http://vm"} 0x40
+			prometheus_remote_storage_samples_failed_total{cluster_name="ok", kubernetes_pod_name="w0", remote_name="vm", url="http://vm"} 0x40
+			prometheus_remote_storage_histograms_failed_total{cluster_name="ok", kubernetes_pod_name="w0", remote_name="vm", url="http://vm"} 0x40`,
+			want: []map[string]string{{"cluster_name": "bad", "kubernetes_pod_name": "w0", "remote_name": "vm", "url": "http://vm"}}},
 		"ShardscrapeRemoteWriteDropped": {load: `
-			prometheus_remote_storage_samples_dropped_total{cluster_name="bad", instance="w0", remote_name="vm", url="http://vm", reason="too_old"} 0+10x40`,
-			want: []map[string]string{{"cluster_name": "bad", "instance": "w0", "remote_name": "vm"}}},
+			prometheus_remote_storage_samples_dropped_total{cluster_name="bad", kubernetes_pod_name="w0", remote_name="vm", url="http://vm", reason="too_old"} 0+10x40`,
+			want: []map[string]string{{"cluster_name": "bad", "kubernetes_pod_name": "w0", "remote_name": "vm"}}},
 		"ShardscrapeScrapeSampleLimit": {load: `
-			prometheus_target_scrapes_exceeded_sample_limit_total{cluster_name="bad", instance="w0"} 0+1x40
-			prometheus_target_scrapes_exceeded_body_size_limit_total{cluster_name="bad", instance="w0"} 0x40
-			prometheus_target_scrapes_exceeded_native_histogram_bucket_limit_total{cluster_name="bad", instance="w0"} 0x40
-			prometheus_target_scrapes_exceeded_sample_limit_total{cluster_name="ok", instance="w0"} 0x40
-			prometheus_target_scrapes_exceeded_body_size_limit_total{cluster_name="ok", instance="w0"} 0x40
-			prometheus_target_scrapes_exceeded_native_histogram_bucket_limit_total{cluster_name="ok", instance="w0"} 0x40`,
-			want: []map[string]string{{"cluster_name": "bad", "instance": "w0"}}},
+			prometheus_target_scrapes_exceeded_sample_limit_total{cluster_name="bad", kubernetes_pod_name="w0"} 0+1x40
+			prometheus_target_scrapes_exceeded_body_size_limit_total{cluster_name="bad", kubernetes_pod_name="w0"} 0x40
+			prometheus_target_scrapes_exceeded_native_histogram_bucket_limit_total{cluster_name="bad", kubernetes_pod_name="w0"} 0x40
+			prometheus_target_scrapes_exceeded_sample_limit_total{cluster_name="ok", kubernetes_pod_name="w0"} 0x40
+			prometheus_target_scrapes_exceeded_body_size_limit_total{cluster_name="ok", kubernetes_pod_name="w0"} 0x40
+			prometheus_target_scrapes_exceeded_native_histogram_bucket_limit_total{cluster_name="ok", kubernetes_pod_name="w0"} 0x40`,
+			want: []map[string]string{{"cluster_name": "bad", "kubernetes_pod_name": "w0"}}},
 		"ShardscrapeScrapeSamplesRejected": {load: `
-			prometheus_target_scrapes_sample_out_of_order_total{cluster_name="bad", instance="w0"} 0x40
-			prometheus_target_scrapes_sample_duplicate_timestamp_total{cluster_name="bad", instance="w0"} 0+7x40
-			prometheus_target_scrapes_sample_out_of_bounds_total{cluster_name="bad", instance="w0"} 0x40
-			prometheus_target_scrapes_sample_out_of_order_total{cluster_name="ok", instance="w0"} 0x40
-			prometheus_target_scrapes_sample_duplicate_timestamp_total{cluster_name="ok", instance="w0"} 0x40
-			prometheus_target_scrapes_sample_out_of_bounds_total{cluster_name="ok", instance="w0"} 0x40`,
-			want: []map[string]string{{"cluster_name": "bad", "instance": "w0"}}},
+			prometheus_target_scrapes_sample_out_of_order_total{cluster_name="bad", kubernetes_pod_name="w0"} 0x40
+			prometheus_target_scrapes_sample_duplicate_timestamp_total{cluster_name="bad", kubernetes_pod_name="w0"} 0+7x40
+			prometheus_target_scrapes_sample_out_of_bounds_total{cluster_name="bad", kubernetes_pod_name="w0"} 0x40
+			prometheus_target_scrapes_sample_out_of_order_total{cluster_name="ok", kubernetes_pod_name="w0"} 0x40
+			prometheus_target_scrapes_sample_duplicate_timestamp_total{cluster_name="ok", kubernetes_pod_name="w0"} 0x40
+			prometheus_target_scrapes_sample_out_of_bounds_total{cluster_name="ok", kubernetes_pod_name="w0"} 0x40`,
+			want: []map[string]string{{"cluster_name": "bad", "kubernetes_pod_name": "w0"}}},
 	}
 
 	var rules []rulefmt.Rule
