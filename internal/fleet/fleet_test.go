@@ -11,11 +11,12 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	promconsul "github.com/prometheus/prometheus/discovery/consul"
 	promk8s "github.com/prometheus/prometheus/discovery/kubernetes"
 	"github.com/stretchr/testify/require"
+
+	"github.com/shardscrape/shardscrape/internal/testenv"
 	"go.uber.org/goleak"
 	"go.yaml.in/yaml/v2"
 	corev1 "k8s.io/api/core/v1"
@@ -66,33 +67,14 @@ func get(t *testing.T, c *http.Client, url string) (int, []byte) {
 	return resp.StatusCode, b
 }
 
-// parse parses a text exposition into series key → value.
+// parse parses a text exposition into series → value (testenv.ParseText),
+// failing the test on a malformed body or a series given twice.
 func parse(t *testing.T, body []byte) map[string]float64 {
 	t.Helper()
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := p.TextToMetricFamilies(bytes.NewReader(body))
+	set, err := testenv.ParseText(bytes.NewReader(body))
 	require.NoError(t, err)
-	out := map[string]float64{}
-	for name, f := range fams {
-		for _, m := range f.GetMetric() {
-			key := name
-			for _, l := range m.GetLabel() {
-				key += "," + l.GetName() + "=" + l.GetValue()
-			}
-			switch {
-			case m.Counter != nil:
-				out[key] = m.GetCounter().GetValue()
-			case m.Histogram != nil:
-				for _, b := range m.GetHistogram().GetBucket() {
-					out[fmt.Sprintf("%s_bucket,le=%g", key, b.GetUpperBound())] = float64(b.GetCumulativeCount())
-				}
-				out[key+"_sum"] = m.GetHistogram().GetSampleSum()
-				out[key+"_count"] = float64(m.GetHistogram().GetSampleCount())
-			default:
-				out[key] = m.GetGauge().GetValue()
-			}
-		}
-	}
+	out, err := set.Values()
+	require.NoError(t, err)
 	return out
 }
 
@@ -126,7 +108,7 @@ func TestTargetsAtTheirOwnAddresses(t *testing.T) {
 		code, body := get(t, c, "http://"+p.Addr+"/metrics")
 		require.Equal(t, http.StatusOK, code)
 		series := parse(t, body)
-		require.Contains(t, series, "http_requests_total,handler=/api/v1/orders,method=GET,code=200")
+		require.Contains(t, series, `{__name__="http_requests_total", code="200", handler="/api/v1/orders", method="GET"}`)
 		require.Contains(t, string(body), "# TYPE http_request_duration_seconds histogram")
 		seen[p.Addr] = true
 		bodies[p.Addr] = string(body)

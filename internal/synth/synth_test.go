@@ -10,30 +10,18 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	"github.com/stretchr/testify/require"
+
+	"github.com/shardscrape/shardscrape/internal/testenv"
 )
 
+// parse parses a text exposition into series → value (testenv.ParseText),
+// failing the test on a malformed body or a series given twice.
 func parse(t *testing.T, body []byte) map[string]float64 {
 	t.Helper()
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := p.TextToMetricFamilies(bytes.NewReader(body))
+	set, err := testenv.ParseText(bytes.NewReader(body))
 	require.NoError(t, err)
-	out := map[string]float64{}
-	for name, f := range fams {
-		for _, m := range f.GetMetric() {
-			key := name
-			for _, l := range m.GetLabel() {
-				key += "," + l.GetName() + "=" + l.GetValue()
-			}
-			_, dup := out[key]
-			require.False(t, dup, "duplicate series %s", key)
-			switch {
-			case m.Counter != nil:
-				out[key] = m.GetCounter().GetValue()
-			default:
-				out[key] = m.GetGauge().GetValue()
-			}
-		}
-	}
+	out, err := set.Values()
+	require.NoError(t, err)
 	return out
 }
 
@@ -74,10 +62,10 @@ func TestHeldValues(t *testing.T) {
 		var readonly, up int
 		for k, v := range got {
 			switch {
-			case strings.HasPrefix(k, "node_filesystem_readonly,"):
+			case strings.HasPrefix(k, `{__name__="node_filesystem_readonly",`):
 				require.Zero(t, v, k)
 				readonly++
-			case strings.HasPrefix(k, "node_network_up,"):
+			case strings.HasPrefix(k, `{__name__="node_network_up",`):
 				require.Equal(t, 1.0, v, k)
 				up++
 			}
