@@ -244,22 +244,20 @@ func (c *Coordinator) reconcile() {
 		asg = c.ring.Assign(keys)
 		c.lastAsgn = asg
 	}
-	var owners []*worker
+	var owners, placed []*worker
 	if asg != nil {
-		owners = c.stickyOwners(order, asg)
+		owners, placed = c.stickyOwners(order, keys, asg)
 	}
 	desired := make([]*worker, 0, rf)
-	var placed [1]*worker
 	for i, t := range order {
 		desired = desired[:0]
 		reason := reasonRing
 		// ringPlaced: where the ring's assignment alone puts it.
 		ringPlaced := desired
 		if asg != nil {
-			placed[0] = c.workers[asg.Owner(i)]
-			ringPlaced = placed[:]
+			ringPlaced = placed[i : i+1]
 			desired = append(desired, owners[i])
-			if owners[i] != placed[0] {
+			if owners[i] != placed[i] {
 				reason = reasonKept
 			}
 		} else {
@@ -280,9 +278,10 @@ func (c *Coordinator) reconcile() {
 	}
 }
 
-// stickyOwners places each target of order (rf = 1) under the ring's
-// bounds with placeSticky; see there.
-func (c *Coordinator) stickyOwners(order []*target, asg *shardring.Assignment) []*worker {
+// stickyOwners places each target of order (rf = 1; keys are their keys,
+// as given to asg) under the ring's bounds with placeSticky, and returns
+// the owners and the ring's own placement, both by target.
+func (c *Coordinator) stickyOwners(order []*target, keys []uint64, asg *shardring.Assignment) (owners, placed []*worker) {
 	members := asg.Ring().Members()
 	byIndex := make([]*worker, len(members))
 	for i, m := range members {
@@ -294,21 +293,20 @@ func (c *Coordinator) stickyOwners(order []*target, asg *shardring.Assignment) [
 	for i, w := range byIndex {
 		w.ringIndex = int32(i)
 	}
-	keys := make([]uint64, len(order))
 	current := make([]int32, len(order))
 	for i, t := range order {
-		keys[i] = t.Key
 		current[i] = -1
 		if w := currentOwner(t); w != nil {
 			current[i] = w.ringIndex
 		}
 	}
-	placed := placeSticky(asg, keys, current)
-	owners := make([]*worker, len(order))
-	for i, m := range placed {
+	owners = make([]*worker, len(order))
+	placed = make([]*worker, len(order))
+	for i, m := range placeSticky(asg, keys, current) {
 		owners[i] = byIndex[m]
+		placed[i] = byIndex[asg.OwnerIndex(i)]
 	}
-	return owners
+	return owners, placed
 }
 
 // currentOwner is the worker a target is with or moving to (rf = 1): its

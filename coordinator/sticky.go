@@ -28,7 +28,7 @@ func placeSticky(asg *shardring.Assignment, keys []uint64, current []int32) []in
 	placed := make([]int32, len(keys))
 	out := make([]int32, len(keys))
 	for i := range keys {
-		placed[i] = index[asg.Owner(i)]
+		placed[i] = int32(asg.OwnerIndex(i))
 		out[i] = -1
 		if current[i] == placed[i] {
 			out[i] = placed[i]

@@ -293,6 +293,11 @@ func (a *Assignment) Ring() *Ring { return a.ring }
 // Owner returns the member id that owns the i-th key given to Assign.
 func (a *Assignment) Owner(i int) string { return a.ring.members[a.owner[i]].ID }
 
+// OwnerIndex returns the owner of the i-th key given to Assign as an index
+// into Ring().Members(): Owner without the string, for per-key loops that
+// keep their own per-member state.
+func (a *Assignment) OwnerIndex(i int) int { return int(a.owner[i]) }
+
 // Loads returns the number of keys per member id.
 func (a *Assignment) Loads() map[string]int {
 	loads := make(map[string]int, len(a.loads))
