@@ -78,7 +78,7 @@ func newApp(cfg *flagConfig) *kingpin.Application {
 		Default("").StringVar(&cfg.zone)
 	a.Flag("worker.capacity", "Relative capacity: the worker's weight on the ring, in (0, 1000].").
 		Default("1").Float64Var(&cfg.capacity)
-	a.Flag("web.listen-address", "Address for HTTP: /metrics, /-/healthy, /-/ready, /-/reload, /api/v1/targets.").
+	a.Flag("web.listen-address", "Address for HTTP: /metrics, /-/healthy, /-/ready, /-/reload, /api/v1/targets, /debug/pprof/.").
 		Default(defaultWebListenAddress).StringVar(&cfg.webListen)
 	a.Flag("web.external-address", "host:port the coordinator reaches the worker's HTTP endpoint at. Default: the worker id (a StatefulSet pod's DNS name under a headless service works too) with the listen port.").
 		Default("").StringVar(&cfg.webExternal)
