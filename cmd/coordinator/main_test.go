@@ -230,6 +230,16 @@ func TestHTTPEndpointsAndHealth(t *testing.T) {
 	}, 30*time.Second, 20*time.Millisecond)
 	code, _ = in.get(t, "/-/reload")
 	require.Equal(t, http.StatusMethodNotAllowed, code)
+	// Profiles on the coordinator's own listener: the index, and a named
+	// profile through it.
+	code, body = in.get(t, "/debug/pprof/")
+	require.Equal(t, http.StatusOK, code, body)
+	require.Contains(t, body, "goroutine")
+	code, body = in.get(t, "/debug/pprof/goroutine?debug=1")
+	require.Equal(t, http.StatusOK, code, body)
+	require.Contains(t, body, "goroutine profile:")
+	code, body = in.get(t, "/debug/pprof/cmdline")
+	require.Equal(t, http.StatusOK, code, body)
 
 	// Health needs no token; WorkerService does.
 	cc := dial(t, in.a.grpcAddr())
