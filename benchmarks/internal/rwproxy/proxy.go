@@ -1,0 +1,338 @@
+// Package rwproxy is a counting remote-write proxy for benchmarks: it sits
+// between one remote-write sender (a scraper, a Prometheus agent, vmagent)
+// and the real receiver, forwards every request unchanged and returns the
+// receiver's answer unchanged, and on the way counts what arrived on the
+// wire: requests, body bytes as sent (compressed), samples, and the delay
+// from each sample's timestamp to its arrival.
+//
+// It decodes Prometheus remote write 1.0 (snappy prometheus.WriteRequest),
+// 2.0 (snappy io.prometheus.write.v2.Request) and vmagent's VictoriaMetrics
+// protocol (zstd prometheus.WriteRequest) with Prometheus's own decoders. A
+// body that does not decode is still forwarded, and counted as a decode
+// error.
+//
+// Samples of the series a scraper adds about each scrape (up, scrape_*:
+// IsReportSeries) and Prometheus staleness markers are counted apart from
+// Samples and are not in the delay histograms.
+package rwproxy
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Options configure a Proxy.
+type Options struct {
+	// Target is the receiver's base URL (scheme, host and an optional path
+	// prefix); a request's path and query are appended to it.
+	Target string
+	// Logger logs; nil discards.
+	Logger *slog.Logger
+	// Now is the clock of arrival times; nil is time.Now.
+	Now func() time.Time
+	// Client forwards requests; nil is a client with no timeout of its own
+	// (the sender's request context bounds it).
+	Client *http.Client
+}
+
+// Window is a span of sample timestamps, [From, To).
+type Window struct {
+	From, To time.Time
+}
+
+// Contains tells whether a millisecond timestamp is in the window.
+func (w Window) Contains(ms int64) bool {
+	return !w.From.IsZero() && ms >= w.From.UnixMilli() && ms < w.To.UnixMilli()
+}
+
+// Counts are the samples of one span.
+type Counts struct {
+	// Samples are float and histogram samples of the series the targets
+	// exposed: not report series (up, scrape_*), not staleness markers.
+	Samples uint64
+	// ReportSamples are samples of up and scrape_* (staleness markers
+	// excluded).
+	ReportSamples uint64
+	// StaleMarkers are staleness markers of any series.
+	StaleMarkers uint64
+	// Delay is arrival time − sample timestamp of every Samples sample.
+	Delay Histogram
+}
+
+// Stats is what the proxy counted.
+type Stats struct {
+	// Requests is every request forwarded, whatever its method and path
+	// (vmagent's protocol probe included).
+	Requests uint64
+	// WriteRequests are the POST requests with a body, which the proxy
+	// decodes.
+	WriteRequests uint64
+	// BodyBytes is the size of the write requests' bodies as sent
+	// (compressed).
+	BodyBytes uint64
+	// DecodeErrors are write requests whose body did not decode (still
+	// forwarded); LastDecodeError says why.
+	DecodeErrors    uint64
+	LastDecodeError string
+	// ForwardErrors are requests the receiver could not be reached for
+	// (answered 502 to the sender).
+	ForwardErrors uint64
+	// Non2xx are requests the receiver answered with a status other than
+	// 2xx.
+	Non2xx uint64
+	// Protocols counts write requests by dialect.
+	Protocols map[Protocol]uint64
+	// All counts every sample that arrived.
+	All Counts
+	// InWindow counts the samples whose timestamp is in Window.
+	InWindow Counts
+	// Window is the span set by SetWindow (zero: none).
+	Window Window
+	// MaxTimestamp is the newest sample timestamp seen (any series; zero
+	// when none).
+	MaxTimestamp time.Time
+}
+
+// WireSamples is every sample on the wire: samples, report samples and
+// staleness markers.
+func (c Counts) WireSamples() uint64 { return c.Samples + c.ReportSamples + c.StaleMarkers }
+
+// Proxy forwards remote-write requests to one receiver and counts them.
+// Use New, then ServeHTTP as a handler, or Start to serve it on a loopback
+// port.
+type Proxy struct {
+	target *url.URL
+	logger *slog.Logger
+	now    func() time.Time
+	client *http.Client
+
+	mu    sync.Mutex
+	stats Stats
+
+	srv *http.Server
+	ln  net.Listener
+}
+
+// New validates opts; it starts nothing.
+func New(opts Options) (*Proxy, error) {
+	u, err := url.Parse(opts.Target)
+	if err != nil {
+		return nil, fmt.Errorf("target %q: %w", opts.Target, err)
+	}
+	if u.Scheme != "http" && u.Scheme != "https" || u.Host == "" {
+		return nil, fmt.Errorf("target %q: want an http(s) URL with a host", opts.Target)
+	}
+	p := &Proxy{target: u, logger: opts.Logger, now: opts.Now, client: opts.Client}
+	if p.logger == nil {
+		p.logger = slog.New(slog.DiscardHandler)
+	}
+	if p.now == nil {
+		p.now = time.Now
+	}
+	if p.client == nil {
+		p.client = &http.Client{Transport: &http.Transport{
+			Proxy:               nil, // never an environment proxy: loopback only
+			MaxIdleConnsPerHost: 64,
+			IdleConnTimeout:     time.Minute,
+		}}
+	}
+	p.stats.Protocols = map[Protocol]uint64{}
+	return p, nil
+}
+
+// SetWindow sets the span of sample timestamps InWindow counts, and clears
+// what InWindow counted before.
+func (p *Proxy) SetWindow(w Window) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.stats.Window = w
+	p.stats.InWindow = Counts{}
+}
+
+// Stats returns a copy of what the proxy counted so far.
+func (p *Proxy) Stats() Stats {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	s := p.stats
+	s.Protocols = make(map[Protocol]uint64, len(p.stats.Protocols))
+	for k, v := range p.stats.Protocols {
+		s.Protocols[k] = v
+	}
+	s.All.Delay = p.stats.All.Delay.Clone()
+	s.InWindow.Delay = p.stats.InWindow.Delay.Clone()
+	return s
+}
+
+// maxBody bounds a request body the proxy reads (remote-write senders stay
+// far below it).
+const maxBody = 256 << 20
+
+// hopHeaders are the hop-by-hop headers a proxy does not pass on.
+var hopHeaders = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
+	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
+
+// ServeHTTP counts the request, forwards it to the target and copies the
+// target's answer back.
+func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
+	if err != nil {
+		http.Error(w, fmt.Sprintf("read body: %v", err), http.StatusBadRequest)
+		return
+	}
+	if len(body) > maxBody {
+		http.Error(w, "body too large", http.StatusRequestEntityTooLarge)
+		return
+	}
+	arrived := p.now()
+	p.count(r, body, arrived)
+
+	out, err := http.NewRequestWithContext(r.Context(), r.Method, p.forwardURL(r.URL), bytes.NewReader(body))
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadGateway)
+		return
+	}
+	out.Header = r.Header.Clone()
+	for _, h := range hopHeaders {
+		out.Header.Del(h)
+	}
+	out.ContentLength = int64(len(body))
+	resp, err := p.client.Do(out)
+	if err != nil {
+		p.mu.Lock()
+		p.stats.ForwardErrors++
+		p.mu.Unlock()
+		p.logger.Warn("Forwarding to the receiver failed", "url", out.URL.String(), "err", err)
+		http.Error(w, fmt.Sprintf("forward: %v", err), http.StatusBadGateway)
+		return
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		p.mu.Lock()
+		p.stats.Non2xx++
+		p.mu.Unlock()
+	}
+	for k, vs := range resp.Header {
+		for _, v := range vs {
+			w.Header().Add(k, v)
+		}
+	}
+	for _, h := range hopHeaders {
+		w.Header().Del(h)
+	}
+	w.WriteHeader(resp.StatusCode)
+	_, _ = io.Copy(w, resp.Body)
+}
+
+// forwardURL is the target with the request's path appended and its query.
+func (p *Proxy) forwardURL(in *url.URL) string {
+	u := *p.target
+	u.Path = strings.TrimSuffix(p.target.Path, "/") + in.Path
+	u.RawPath = ""
+	u.RawQuery = in.RawQuery
+	return u.String()
+}
+
+// count decodes a write request (a POST with a body) and adds it to the
+// stats; any other request is only counted.
+func (p *Proxy) count(r *http.Request, body []byte, arrived time.Time) {
+	if r.Method != http.MethodPost || len(body) == 0 {
+		p.mu.Lock()
+		p.stats.Requests++
+		p.mu.Unlock()
+		return
+	}
+	proto := protocolOf(r.Header)
+	type key struct {
+		report, stale, window bool
+		ts                    int64
+	}
+	// Decoded outside the lock: tally per (kind, timestamp), since one
+	// scrape's samples share a timestamp.
+	tally := map[key]uint64{}
+	var maxTS int64
+	p.mu.Lock()
+	window := p.stats.Window
+	p.mu.Unlock()
+	err := decode(proto, body, func(s sample) {
+		tally[key{report: IsReportSeries(s.name), stale: s.stale, window: window.Contains(s.ts), ts: s.ts}]++
+		maxTS = max(maxTS, s.ts)
+	})
+
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	st := &p.stats
+	st.Requests++
+	st.WriteRequests++
+	st.BodyBytes += uint64(len(body))
+	st.Protocols[proto]++
+	if err != nil {
+		st.DecodeErrors++
+		st.LastDecodeError = err.Error()
+		p.logger.Warn("Undecodable write request (forwarded anyway)", "protocol", proto, "bytes", len(body), "err", err)
+		return
+	}
+	if maxTS > 0 && (st.MaxTimestamp.IsZero() || maxTS > st.MaxTimestamp.UnixMilli()) {
+		st.MaxTimestamp = time.UnixMilli(maxTS)
+	}
+	for k, n := range tally {
+		add := func(c *Counts) {
+			switch {
+			case k.stale:
+				c.StaleMarkers += n
+			case k.report:
+				c.ReportSamples += n
+			default:
+				c.Samples += n
+				c.Delay.ObserveN(arrived.Sub(time.UnixMilli(k.ts)), n)
+			}
+		}
+		add(&st.All)
+		// The window may have changed since the decode: recheck.
+		if k.window && st.Window == window {
+			add(&st.InWindow)
+		}
+	}
+}
+
+// Start serves the proxy on a free 127.0.0.1 port until Close.
+func (p *Proxy) Start() error {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return fmt.Errorf("listen for the remote-write proxy: %w", err)
+	}
+	p.ln = ln
+	p.srv = &http.Server{Handler: p, ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog: slog.NewLogLogger(p.logger.Handler(), slog.LevelDebug)}
+	go func() {
+		if err := p.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			p.logger.Error("Remote-write proxy stopped serving", "err", err)
+		}
+	}()
+	return nil
+}
+
+// URL is the proxy's base URL once started (http://127.0.0.1:port).
+func (p *Proxy) URL() string {
+	if p.ln == nil {
+		return ""
+	}
+	return "http://" + p.ln.Addr().String()
+}
+
+// Close stops serving, waiting up to ctx for requests in flight.
+func (p *Proxy) Close(ctx context.Context) error {
+	if p.srv == nil {
+		return nil
+	}
+	return p.srv.Shutdown(ctx)
+}
