@@ -150,7 +150,7 @@ type Coordinator struct {
 	epoch    uint64 // last lease epoch handed out
 
 	workers map[string]*worker
-	targets *idTable
+	targets *targetTable
 	// jobTargets lists each job's targets, in the order given.
 	jobTargets map[string][]*target
 	// discovered counts targets before relabeling per job (SetDiscovered).
@@ -215,7 +215,7 @@ func New(ctx context.Context, opts Options, logger *slog.Logger, reg prometheus.
 		bucket:     opts.Bucket,
 		changed:    make(chan struct{}),
 		workers:    map[string]*worker{},
-		targets:    newIDTable(),
+		targets:    newTargetTable(),
 		jobTargets: map[string][]*target{},
 		discovered: map[string]int{},
 		jobCfgs:    map[string]JobConfig{},
@@ -335,51 +335,93 @@ func (c *Coordinator) UpdateTargetsSince(byJob map[string][]relabel.Target, sinc
 	c.commit()
 }
 
+// What setJobTargets' lookup found for a given target.
+const (
+	foundSame uint8 = iota
+	foundChanged
+	foundNew
+	foundDuplicate
+	foundOtherJob
+)
+
 func (c *Coordinator) setJobTargets(job string, ts []relabel.Target) {
 	old := c.jobTargets[job]
 	// Mark the targets seen in this update instead of building a set: a
 	// full change of a million targets is one pass over each list.
 	c.seq++
 	seq := c.seq
-	kept := make([]*target, 0, len(ts))
-	for i := range ts {
-		rt := &ts[i]
-		if rt.Job != job {
-			c.logger.Warn("Target of another job ignored", "job", job, "target_job", rt.Job, "address", rt.Address)
-			continue
-		}
-		t := c.targets.get(rt.ID)
-		ok := t != nil
-		if ok && t.seen == seq {
-			c.duplicates++
-			continue
-		}
-		if ok {
-			kept = append(kept, t)
+	// Look up, update and insert by shard, on every core: the lookups and
+	// insertions are cache misses in a table of millions. What needs the
+	// workers (touch, seedPrevious) follows in order, on this goroutine.
+	found := make([]*target, len(ts))
+	how := make([]uint8, len(ts))
+	c.targets.eachShard(len(ts), func(shard int, tab *idTable) {
+		for i := range ts {
+			rt := &ts[i]
+			if shardOf(rt.ID) != shard {
+				continue
+			}
+			if rt.Job != job {
+				how[i] = foundOtherJob
+				continue
+			}
+			t := tab.get(rt.ID)
+			if t == nil {
+				t = &target{Target: *rt, interval: intervalOf(rt.Labels), seen: seq}
+				t.slots = t.inline[:0]
+				tab.put(rt.ID, t)
+				found[i], how[i] = t, foundNew
+				continue
+			}
+			if t.seen == seq {
+				how[i] = foundDuplicate
+				continue
+			}
 			t.seen = seq
+			found[i] = t
 			if t.Key != rt.Key || t.Address != rt.Address || !labelsEqual(t, rt) {
 				t.Key, t.Address, t.Labels = rt.Key, rt.Address, rt.Labels
 				t.interval = intervalOf(rt.Labels)
-				for _, s := range t.slots {
-					c.touch(s.w, t)
-				}
+				how[i] = foundChanged
 			}
+		}
+	})
+	kept := make([]*target, 0, len(ts))
+	seed := c.prevOwners != nil && !c.grace
+	for i, t := range found {
+		switch how[i] {
+		case foundOtherJob:
+			rt := &ts[i]
+			c.logger.Warn("Target of another job ignored", "job", job, "target_job", rt.Job, "address", rt.Address)
 			continue
+		case foundDuplicate:
+			c.duplicates++
+			continue
+		case foundChanged:
+			for _, s := range t.slots {
+				c.touch(s.w, t)
+			}
+		case foundNew:
+			if seed {
+				c.seedPrevious(t)
+			}
 		}
-		t = &target{Target: *rt, interval: intervalOf(rt.Labels), seen: seq}
-		t.slots = t.inline[:0]
-		c.targets.put(rt.ID, t)
 		kept = append(kept, t)
-		if c.prevOwners != nil && !c.grace {
-			c.seedPrevious(t)
-		}
 	}
+	var gone []uint64
 	for _, t := range old {
 		if t.seen != seq {
 			c.forget(t)
-			c.targets.del(t.ID)
+			gone = append(gone, t.ID)
 		}
 	}
+	c.targets.eachShard(len(gone), func(shard int, tab *idTable) {
+		for _, id := range gone {
+			if shardOf(id) == shard {
+				tab.del(id)
+			}
+		}
+	})
 	if len(kept) == 0 {
 		delete(c.jobTargets, job)
 		return

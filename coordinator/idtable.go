@@ -1,6 +1,10 @@
 package coordinator
 
-import "iter"
+import (
+	"iter"
+	"runtime"
+	"sync"
+)
 
 // idTable maps target ids to targets. It is an open-addressing hash table
 // with linear probing over one array of (id, target) pairs, at most half
@@ -128,3 +132,76 @@ func (m *idTable) all() iter.Seq2[uint64, *target] {
 		}
 	}
 }
+
+// idShards is the number of idTables a targetTable splits ids over.
+const idShards = 4
+
+// targetTable maps target ids to targets in idShards idTables, by the id's
+// low bits (idTable's home slot uses the high bits of a product), so that
+// a full change's million lookups, insertions and deletions run on every
+// core: each shard is changed by one goroutine at a time (eachShard).
+type targetTable struct {
+	shards [idShards]*idTable
+}
+
+func newTargetTable() *targetTable {
+	m := &targetTable{}
+	for i := range m.shards {
+		m.shards[i] = newIDTable()
+	}
+	return m
+}
+
+func shardOf(id uint64) int { return int(id % idShards) }
+
+func (m *targetTable) len() int {
+	n := 0
+	for _, s := range m.shards {
+		n += s.len()
+	}
+	return n
+}
+
+// get returns the target with id, or nil.
+func (m *targetTable) get(id uint64) *target { return m.shards[shardOf(id)].get(id) }
+
+// put sets id's target (t must not be nil).
+func (m *targetTable) put(id uint64, t *target) { m.shards[shardOf(id)].put(id, t) }
+
+// del removes id.
+func (m *targetTable) del(id uint64) { m.shards[shardOf(id)].del(id) }
+
+// all yields every id and target, in no order. The table must not change
+// meanwhile.
+func (m *targetTable) all() iter.Seq2[uint64, *target] {
+	return func(yield func(uint64, *target) bool) {
+		for _, s := range m.shards {
+			for id, t := range s.all() {
+				if !yield(id, t) {
+					return
+				}
+			}
+		}
+	}
+}
+
+// eachShard calls f for every shard at once, each on its own goroutine,
+// when work (the number of ids to visit) is worth it, else in turn; it
+// returns when all returned. f(i, s) may change shard s only and must
+// touch only the targets whose ids are in it.
+func (m *targetTable) eachShard(work int, f func(i int, s *idTable)) {
+	if work < parallelMin || runtime.GOMAXPROCS(0) == 1 {
+		for i, s := range m.shards {
+			f(i, s)
+		}
+		return
+	}
+	var wg sync.WaitGroup
+	for i, s := range m.shards {
+		wg.Go(func() { f(i, s) })
+	}
+	wg.Wait()
+}
+
+// parallelMin is the least work eachShard spreads over goroutines.
+const parallelMin = 16384

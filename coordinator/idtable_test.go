@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/shardscrape/shardscrape/relabel"
 )
 
 // TestIDTable checks idTable against a map under random puts and deletes,
@@ -49,5 +51,55 @@ func TestIDTable(t *testing.T) {
 				require.Same(t, want[k], m.get(k), "id %d", k)
 			}
 		}
+	}
+}
+
+// TestTargetTable checks targetTable against a map, changed through
+// eachShard in parallel (run with -race) and through put and del.
+func TestTargetTable(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	m := newTargetTable()
+	want := map[uint64]*target{}
+	for round := range 4 {
+		ids := make([]uint64, 2*parallelMin)
+		for i := range ids {
+			ids[i] = r.Uint64() % 100_000
+		}
+		// Even rounds insert, odd rounds delete, by shard.
+		m.eachShard(len(ids), func(shard int, s *idTable) {
+			for _, id := range ids {
+				if shardOf(id) != shard {
+					continue
+				}
+				if round%2 == 0 {
+					if s.get(id) == nil {
+						s.put(id, &target{Target: relabel.Target{ID: id}})
+					}
+				} else {
+					s.del(id)
+				}
+			}
+		})
+		for _, id := range ids {
+			if round%2 == 0 {
+				if want[id] == nil {
+					want[id] = m.get(id)
+				}
+			} else {
+				delete(want, id)
+			}
+		}
+		id := r.Uint64()
+		m.put(id, &target{})
+		require.NotNil(t, m.get(id))
+		m.del(id)
+		require.Nil(t, m.get(id))
+		require.Equal(t, len(want), m.len())
+		got := map[uint64]*target{}
+		for id, tg := range m.all() {
+			require.Equal(t, id, tg.ID)
+			got[id] = tg
+		}
+		require.Equal(t, want, got)
 	}
 }
