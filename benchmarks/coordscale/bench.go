@@ -1,0 +1,692 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/shardscrape/shardscrape/internal/fleet"
+)
+
+// Scenario names (-scenario).
+const (
+	scenarioAll    = "all"
+	scenarioK8s    = "k8s"
+	scenarioStatic = "static"
+)
+
+// options are the benchmark's settings (flags).
+type options struct {
+	bin            string // directory holding the coordinator binary
+	out            string
+	scenario       string
+	workers        int
+	nodes          int
+	podsPerNode    int
+	staticTargets  int
+	updateInterval time.Duration
+	ackPoll        time.Duration
+	idle           time.Duration
+	timeout        time.Duration // per wait (full assignment, each event)
+	logger         *slog.Logger
+}
+
+// totals sums the live views' counts.
+type totals struct {
+	active, incoming, outgoing int
+}
+
+// eventFigures are the figures of one membership change.
+type eventFigures struct {
+	kind string // "join" or "leave"
+	// converged: from the call to every target ACTIVE on exactly one
+	// worker, none INCOMING (every handoff acked), and the joiner holding
+	// targets / the leaver none.
+	converged time.Duration
+	// cleaned: until no view holds an OUTGOING target any more (the
+	// coordinator removes them once the old owner's heartbeat reports the
+	// generation: up to one heartbeat interval).
+	cleaned time.Duration
+	// leaveReturned: the Leave call's duration and answer (leave only).
+	leaveReturned time.Duration
+	drained       bool
+	remaining     uint64
+	moved         int
+	// ideal: targets / workers after a join; the leaver's targets for a
+	// leave.
+	ideal       float64
+	subject     int // the joiner's / leaver's targets after / before
+	wire        int64
+	wireMax     int64
+	cpu         time.Duration
+	countsAfter []int
+}
+
+// scenarioResult holds every figure of one scenario.
+type scenarioResult struct {
+	name     string
+	workload string
+	targets  int
+	workers  int
+	note     string
+
+	ready, joined time.Duration // from the coordinator's start
+	// apiLast: the fake API's last initial (non-watch) response; zero
+	// when not measured.
+	apiLast time.Duration
+	// delivered: the coordinator's syncer received the discovery update
+	// that brought the full count (debug log: line time − duration);
+	// relabeled: that update relabeled and handed to the core (line time).
+	delivered, relabeled time.Duration
+	haveSync             bool
+	// metricFull: targets_discovered first seen at the full count.
+	metricFull time.Duration
+	full       time.Duration
+	cpuFull    time.Duration
+	rssFull    uint64
+	wireFull   int64
+	wireMaxW   int64
+	payload    int64
+	counts     []int
+
+	join, leave eventFigures
+	idle        time.Duration
+	idleCPU     time.Duration
+	idleWire    int64
+	peakRSS     uint64
+	cpuTotal    time.Duration
+	rejoins     int64
+	reconnects  int64
+	problems    []string
+}
+
+// bench runs one scenario against one coordinator process.
+type bench struct {
+	opts     options
+	coord    *coordProc
+	expected map[jobAddr]struct{}
+	changed  chan struct{}
+
+	mu      sync.Mutex
+	workers []*simWorker // index = view index; nil once stopped
+	// lastOwners: the ownership at the last convergence.
+	lastOwners ownership
+}
+
+func (b *bench) live() []*simWorker {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]*simWorker(nil), b.workers...)
+}
+
+func (b *bench) totals(ws []*simWorker) (totals, time.Time) {
+	var t totals
+	var last time.Time
+	for _, w := range ws {
+		if w == nil {
+			continue
+		}
+		a, i, o, l := w.counts()
+		t.active += a
+		t.incoming += i
+		t.outgoing += o
+		if l.After(last) {
+			last = l
+		}
+	}
+	return t, last
+}
+
+// check freezes every live view (their locks, in order) and runs the
+// exactly-once check; at is the last apply before the frozen state.
+func (b *bench) check(ws []*simWorker) (res checkResult, at time.Time) {
+	views := make([]*view, len(ws))
+	for i, w := range ws {
+		if w == nil {
+			continue
+		}
+		w.mu.Lock()
+		views[i] = w.v
+		if w.lastApply.After(at) {
+			at = w.lastApply
+		}
+	}
+	defer func() {
+		for _, w := range ws {
+			if w != nil {
+				w.mu.Unlock()
+			}
+		}
+	}()
+	return checkExactlyOnce(views, b.expected), at
+}
+
+// waitOwned waits until cond holds on the totals and the exactly-once check
+// passes. It returns when that state came about (its last apply).
+func (b *bench) waitOwned(ctx context.Context, what string, cond func(totals, []*simWorker) bool) (time.Time, checkResult, error) {
+	ctx, cancel := context.WithTimeout(ctx, b.opts.timeout)
+	defer cancel()
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	var lastProblem string
+	var nextFull time.Time
+	for {
+		ws := b.live()
+		tot, _ := b.totals(ws)
+		if cond(tot, ws) && time.Now().After(nextFull) {
+			res, at := b.check(ws)
+			if res.ok {
+				return at, res, nil
+			}
+			lastProblem = res.problem
+			nextFull = time.Now().Add(200 * time.Millisecond)
+		}
+		select {
+		case <-ctx.Done():
+			return time.Time{}, checkResult{}, fmt.Errorf("%s: not reached within %s (totals %+v; last check: %s): %w\n%s",
+				what, b.opts.timeout, tot, lastProblem, ctx.Err(), b.coord.logs.tail(2<<10))
+		case <-b.coord.exited:
+			return time.Time{}, checkResult{}, fmt.Errorf("%s: coordinator exited (%v):\n%s", what, b.coord.exitErr, b.coord.logs.tail(4<<10))
+		case <-b.changed:
+		case <-tick.C:
+		}
+	}
+}
+
+// waitNoOutgoing waits until no live view holds an OUTGOING target.
+func (b *bench) waitNoOutgoing(ctx context.Context) (time.Time, error) {
+	ctx, cancel := context.WithTimeout(ctx, b.opts.timeout)
+	defer cancel()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		tot, last := b.totals(b.live())
+		if tot.outgoing == 0 {
+			return last, nil
+		}
+		select {
+		case <-ctx.Done():
+			return time.Time{}, fmt.Errorf("outgoing targets not removed within %s (totals %+v): %w", b.opts.timeout, tot, ctx.Err())
+		case <-b.changed:
+		case <-tick.C:
+		}
+	}
+}
+
+// wire returns every worker's stream bytes so far, by index.
+func (b *bench) wire() []int64 {
+	ws := b.live()
+	out := make([]int64, len(ws))
+	for i, w := range ws {
+		if w != nil {
+			out[i] = w.streamWire.Load()
+		}
+	}
+	return out
+}
+
+// wireDelta sums after − before and returns the largest per worker.
+func wireDelta(before, after []int64) (sum, maxW int64) {
+	for i, a := range after {
+		d := a
+		if i < len(before) {
+			d -= before[i]
+		}
+		sum += d
+		maxW = max(maxW, d)
+	}
+	return sum, maxW
+}
+
+// addWorker starts a simulated worker and waits for its Join.
+func (b *bench) addWorker(ctx context.Context, i int) (*simWorker, error) {
+	w, err := newSimWorker(b.coord.grpc, fmt.Sprintf("sim-%03d", i), b.opts.ackPoll, b.changed)
+	if err != nil {
+		return nil, err
+	}
+	b.mu.Lock()
+	b.workers = append(b.workers, w)
+	b.mu.Unlock()
+	w.start(ctx)
+	select {
+	case <-w.joined:
+		return w, nil
+	case <-w.done:
+		return nil, fmt.Errorf("worker %s ended before joining: %w", w.id, w.err)
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func (b *bench) stopWorkers() {
+	for _, w := range b.live() {
+		if w != nil {
+			w.stop()
+		}
+	}
+}
+
+// runScenario runs one scenario: the coordinator started on cfgFile, the
+// workers joined, discovery's full target set assigned, a join, a leave,
+// then an idle period.
+func runScenario(ctx context.Context, o options, r *scenarioResult, cfgFile, dir string, expected map[jobAddr]struct{}, apiLast func() time.Time) (err error) {
+	coord, err := startCoordinator(coordOptions{bin: filepath.Join(o.bin, "coordinator"), configFile: cfgFile, dir: dir, updateInterval: o.updateInterval})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if serr := coord.stop(30 * time.Second); serr != nil && err == nil {
+			err = serr
+		}
+	}()
+	b := &bench{opts: o, coord: coord, expected: expected, changed: make(chan struct{}, 1)}
+	defer b.stopWorkers()
+	since := func(t time.Time) time.Duration { return t.Sub(coord.started) }
+	r.targets, r.workers = len(expected), o.workers
+
+	readyAt, err := coord.waitReady(ctx, time.Minute)
+	if err != nil {
+		return err
+	}
+	r.ready = since(readyAt)
+	o.logger.Info("coordinator ready", "scenario", r.name, "after", r.ready)
+
+	// Discovery's progress, polled every 50ms until the full count.
+	var metricFull, metricPrev time.Time
+	pollCtx, stopPoll := context.WithCancel(ctx)
+	pollDone := make(chan struct{})
+	go func() {
+		defer close(pollDone)
+		t := time.NewTicker(50 * time.Millisecond)
+		defer t.Stop()
+		for {
+			before := time.Now()
+			if n, err := coord.discovered(pollCtx); err == nil && int(n) >= len(expected) {
+				metricFull = time.Now()
+				return
+			}
+			metricPrev = before
+			select {
+			case <-pollCtx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	defer func() { stopPoll(); <-pollDone }()
+
+	for i := range o.workers {
+		if _, err := b.addWorker(ctx, i); err != nil {
+			return err
+		}
+	}
+	for _, w := range b.live() {
+		select {
+		case <-w.first:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-coord.exited:
+			return fmt.Errorf("coordinator exited (%v):\n%s", coord.exitErr, coord.logs.tail(4<<10))
+		}
+	}
+	r.joined = since(time.Now())
+	o.logger.Info("workers joined", "scenario", r.name, "workers", o.workers, "after", r.joined)
+
+	fullAt, res, err := b.waitOwned(ctx, "full assignment", func(t totals, _ []*simWorker) bool {
+		return t.active == len(expected) && t.incoming == 0
+	})
+	if err != nil {
+		return err
+	}
+	r.full = since(fullAt)
+	u, err := coord.usage()
+	if err != nil {
+		return err
+	}
+	r.cpuFull, r.rssFull = u.CPU, u.PeakRSSBytes
+	r.wireFull, r.wireMaxW = wireDelta(nil, b.wire())
+	for _, w := range b.live() {
+		r.payload += w.payload.Load()
+	}
+	r.counts = sortedCounts(res.owners, o.workers)
+	o.logger.Info("fully assigned", "scenario", r.name, "after", r.full, "cpu", r.cpuFull, "peak_rss", r.rssFull)
+
+	// The discovery anchors: the metric's first full reading (its poll
+	// may not have seen it yet when the assignment was fast), the sync
+	// that set it, the fake API.
+	select {
+	case <-pollDone:
+	case <-time.After(5 * time.Second):
+	}
+	stopPoll()
+	<-pollDone
+	if metricFull.IsZero() {
+		r.problems = append(r.problems, "targets_discovered never read the full count before full assignment; the metric anchor is missing")
+	} else {
+		r.metricFull = since(metricFull)
+		for _, s := range coord.syncRecords() {
+			if !s.applied.Before(metricPrev) {
+				r.delivered, r.relabeled, r.haveSync = since(s.received), since(s.applied), true
+				break
+			}
+		}
+	}
+	if apiLast != nil {
+		if t := apiLast(); !t.IsZero() {
+			r.apiLast = since(t)
+		}
+	}
+	if r.haveSync && r.delivered < r.joined {
+		r.problems = append(r.problems, fmt.Sprintf("discovery delivered (%s) before every worker had joined (%s): the full-assignment figure includes joins", r.delivered, r.joined))
+	}
+
+	if err := b.joinEvent(ctx, r, res.owners); err != nil {
+		return err
+	}
+	if err := b.leaveEvent(ctx, r); err != nil {
+		return err
+	}
+
+	// Idle: no change for o.idle.
+	u0, err := coord.usage()
+	if err != nil {
+		return err
+	}
+	w0 := b.wire()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(o.idle):
+	}
+	u1, err := coord.usage()
+	if err != nil {
+		return err
+	}
+	r.idle, r.idleCPU = o.idle, u1.CPU-u0.CPU
+	r.idleWire, _ = wireDelta(w0, b.wire())
+	r.peakRSS, r.cpuTotal = u1.PeakRSSBytes, u1.CPU
+	for _, w := range b.live() {
+		if w != nil {
+			r.rejoins += w.rejoins.Load()
+			r.reconnects += w.reconnects.Load()
+		}
+	}
+	return nil
+}
+
+// joinEvent joins one more worker and measures until it converged.
+func (b *bench) joinEvent(ctx context.Context, r *scenarioResult, before ownership) error {
+	e := &r.join
+	e.kind = "join"
+	idx := len(b.live())
+	w0 := b.wire()
+	u0, err := b.coord.usage()
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	joiner, err := b.addWorker(ctx, idx)
+	if err != nil {
+		return err
+	}
+	at, res, err := b.waitOwned(ctx, "join", func(t totals, ws []*simWorker) bool {
+		a, _, _, _ := joiner.counts()
+		return t.active == len(b.expected) && t.incoming == 0 && a > 0
+	})
+	if err != nil {
+		return err
+	}
+	e.converged = at.Sub(start)
+	cleanAt, err := b.waitNoOutgoing(ctx)
+	if err != nil {
+		return err
+	}
+	e.cleaned = cleanAt.Sub(start)
+	u1, err := b.coord.usage()
+	if err != nil {
+		return err
+	}
+	e.cpu = u1.CPU - u0.CPU
+	e.wire, e.wireMax = wireDelta(w0, b.wire())
+	e.moved = moved(before, res.owners)
+	n := len(b.live())
+	e.ideal = float64(len(b.expected)) / float64(n)
+	e.countsAfter = sortedCounts(res.owners, n)
+	for _, v := range res.owners {
+		if v == idx {
+			e.subject++
+		}
+	}
+	r.counts = e.countsAfter
+	b.lastOwners = res.owners
+	b.opts.logger.Info("join converged", "scenario", r.name, "after", e.converged, "moved", e.moved, "joiner", e.subject)
+	return nil
+}
+
+// leaveEvent makes worker 0 Leave, as a SIGTERM'd worker does: it keeps
+// heartbeating and watching until Leave returns, then stops.
+func (b *bench) leaveEvent(ctx context.Context, r *scenarioResult) error {
+	e := &r.leave
+	e.kind = "leave"
+	before := b.lastOwners
+	leaver := b.live()[0]
+	for _, v := range before {
+		if v == 0 {
+			e.subject++
+		}
+	}
+	e.ideal = float64(e.subject)
+	w0 := b.wire()
+	u0, err := b.coord.usage()
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	type leaveRes struct {
+		drained   bool
+		remaining uint64
+		at        time.Time
+		err       error
+	}
+	lc := make(chan leaveRes, 1)
+	go func() {
+		lctx, cancel := context.WithTimeout(ctx, b.opts.timeout)
+		defer cancel()
+		resp, err := leaver.leave(lctx)
+		lr := leaveRes{at: time.Now(), err: err}
+		if err == nil {
+			lr.drained, lr.remaining = resp.GetDrained(), resp.GetRemainingTargetCount()
+		}
+		lc <- lr
+	}()
+	at, res, err := b.waitOwned(ctx, "leave", func(t totals, ws []*simWorker) bool {
+		a, _, _, _ := leaver.counts()
+		return t.active == len(b.expected) && t.incoming == 0 && a == 0
+	})
+	if err != nil {
+		return err
+	}
+	e.converged = at.Sub(start)
+	var lr leaveRes
+	select {
+	case lr = <-lc:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if lr.err != nil {
+		return lr.err
+	}
+	e.leaveReturned, e.drained, e.remaining = lr.at.Sub(start), lr.drained, lr.remaining
+	// Leave returned: the worker stops, its view goes.
+	leaver.stop()
+	b.mu.Lock()
+	b.workers[0] = nil
+	b.mu.Unlock()
+	cleanAt, err := b.waitNoOutgoing(ctx)
+	if err != nil {
+		return err
+	}
+	e.cleaned = cleanAt.Sub(start)
+	if lr.at.Sub(start) > e.cleaned {
+		e.cleaned = lr.at.Sub(start)
+	}
+	u1, err := b.coord.usage()
+	if err != nil {
+		return err
+	}
+	e.cpu = u1.CPU - u0.CPU
+	e.wire, e.wireMax = wireDelta(w0, b.wire())
+	e.moved = moved(before, res.owners)
+	e.countsAfter = sortedCounts(res.owners, len(b.live()))[1:] // the leaver's empty slot
+	r.counts = e.countsAfter
+	b.opts.logger.Info("leave converged", "scenario", r.name, "after", e.converged, "moved", e.moved, "drained", e.drained)
+	return nil
+}
+
+// apiRecorder wraps the fakes' handler and records when the last initial
+// (non-watch, non-blocking) discovery request was answered.
+type apiRecorder struct {
+	next http.Handler
+	mu   sync.Mutex
+	last time.Time
+}
+
+func (a *apiRecorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	a.next.ServeHTTP(w, r)
+	q := r.URL.Query()
+	initial := q.Get("watch") != "true" && q.Get("watch") != "1" && q.Get("index") == ""
+	if initial && (strings.HasPrefix(r.URL.Path, "/api") || strings.HasPrefix(r.URL.Path, "/v1/")) {
+		a.mu.Lock()
+		a.last = time.Now()
+		a.mu.Unlock()
+	}
+}
+
+func (a *apiRecorder) lastInitial() time.Time {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.last
+}
+
+// runFleet is scenario A: the fleet's Consul and Kubernetes fakes.
+func runFleet(ctx context.Context, o options) (*scenarioResult, error) {
+	r := &scenarioResult{name: fmt.Sprintf("%s nodes × %d pods", thousands(o.nodes), o.podsPerNode)}
+	dir, err := os.MkdirTemp("", "coordscale-fleet-")
+	if err != nil {
+		return nil, fmt.Errorf("temp dir: %w", err)
+	}
+	defer os.RemoveAll(dir)
+	f, err := fleet.New(fleet.Options{Nodes: o.nodes, PodsPerNode: o.podsPerNode, NodePort: 0, PodPort: 0})
+	if err != nil {
+		return nil, fmt.Errorf("fleet: %w", err)
+	}
+	if err := f.Start(); err != nil {
+		return nil, fmt.Errorf("fleet: %w", err)
+	}
+	defer f.Close()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("fake API listener: %w", err)
+	}
+	rec := &apiRecorder{next: f.Handler()}
+	srv := &http.Server{Handler: rec, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(lis) }()
+	// Close, not Shutdown: watches and blocking queries stay open.
+	defer srv.Close()
+
+	expected := map[jobAddr]struct{}{}
+	for _, n := range f.Nodes() {
+		expected[jobAddr{jobNodes, n.Addr}] = struct{}{}
+	}
+	for _, p := range f.Pods() {
+		expected[jobAddr{jobPods, p.Addr}] = struct{}{}
+	}
+	r.workload = fmt.Sprintf("internal/fleet: %d nodes × %d pods per node, served by its Consul and Kubernetes fakes (in the benchmark process, 127.0.0.1); "+
+		"job %s (consul_sd, %d targets) and job %s (kubernetes_sd role pod, prometheus.io/scrape annotation relabeling, %d targets)",
+		o.nodes, o.podsPerNode, jobNodes, len(f.Nodes()), jobPods, len(f.Pods()))
+	cfgFile := filepath.Join(dir, "prometheus.yml")
+	if err := os.WriteFile(cfgFile, []byte(renderFleetConfig(lis.Addr().String())), 0o600); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return r, runScenario(ctx, o, r, cfgFile, dir, expected, rec.lastInitial)
+}
+
+// runStatic is scenario B: generated targets in one file_sd file.
+func runStatic(ctx context.Context, o options) (*scenarioResult, error) {
+	r := &scenarioResult{name: fmt.Sprintf("%s static targets", thousands(o.staticTargets))}
+	dir, err := os.MkdirTemp("", "coordscale-static-")
+	if err != nil {
+		return nil, fmt.Errorf("temp dir: %w", err)
+	}
+	defer os.RemoveAll(dir)
+	file := filepath.Join(dir, "targets.json")
+	if err := writeStaticTargets(file, o.staticTargets); err != nil {
+		return nil, err
+	}
+	st, err := os.Stat(file)
+	if err != nil {
+		return nil, fmt.Errorf("file_sd targets: %w", err)
+	}
+	r.workload = fmt.Sprintf("job %s: %d generated targets (10.x.y.z:9100, never scraped) in one file_sd JSON file (%s, groups of %d with a group label)",
+		jobStatic, o.staticTargets, bytesStr(st.Size()), staticGroupSize)
+	r.note = "file_sd, not static_configs: the coordinator sends each worker its jobs' original YAML (ScrapeConfig.yaml), which with static_configs would carry all 1M targets to every worker, and file_sd's JSON parses faster than YAML"
+	cfgFile := filepath.Join(dir, "prometheus.yml")
+	if err := os.WriteFile(cfgFile, []byte(renderStaticConfig(file)), 0o600); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return r, runScenario(ctx, o, r, cfgFile, dir, staticExpected(o.staticTargets), nil)
+}
+
+// runBench runs the chosen scenarios and writes the report.
+func runBench(ctx context.Context, o options, stdout *os.File) error {
+	bin := filepath.Join(o.bin, "coordinator")
+	if _, err := os.Stat(bin); err != nil {
+		return fmt.Errorf("coordinator binary (-bin %s): %w (go build -o bin/ ./cmd/...)", o.bin, err)
+	}
+	var results []*scenarioResult
+	var errs []error
+	for _, s := range []struct {
+		name string
+		fn   func(context.Context, options) (*scenarioResult, error)
+	}{{scenarioK8s, runFleet}, {scenarioStatic, runStatic}} {
+		if o.scenario != scenarioAll && o.scenario != s.name {
+			continue
+		}
+		o.logger.Info("scenario starting", "scenario", s.name)
+		r, err := s.fn(ctx, o)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			errs = append(errs, fmt.Errorf("scenario %s: %w", s.name, err))
+			if r != nil {
+				r.problems = append(r.problems, "failed: "+oneLine(err.Error()))
+			}
+		}
+		if r != nil {
+			results = append(results, r)
+		}
+	}
+	now := time.Now()
+	md := renderReport(o, bin, results, now)
+	if _, err := stdout.WriteString(md); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(o.out, 0o755); err != nil {
+		return fmt.Errorf("results dir: %w", err)
+	}
+	path := reportFile(o.out, now)
+	if err := os.WriteFile(path, []byte(md), 0o644); err != nil {
+		return fmt.Errorf("write report: %w", err)
+	}
+	o.logger.Info("report written", "file", path)
+	return errors.Join(errs...)
+}

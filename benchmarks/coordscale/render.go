@@ -1,0 +1,203 @@
+package main
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/shardscrape/shardscrape/benchmarks/internal/report"
+)
+
+// reportScenario is the results file's scenario name.
+const reportScenario = "coordinator-scale"
+
+func reportFile(dir string, t time.Time) string { return report.FileName(dir, reportScenario, t) }
+
+func thousands(n int) string { return report.Float(float64(n), 0) }
+
+func bytesStr(n int64) string { return report.Bytes(float64(n)) }
+
+func secs(d time.Duration) string { return report.Float(d.Seconds(), 3) + " s" }
+
+// Goals from issue 6.
+const (
+	goalStaticSeconds = 1.0
+	goalStaticRSS     = 1.5 * (1 << 30)
+	goalFleetSeconds  = 2.0
+)
+
+// assignAfterDiscovery is the goal's figure: from the syncer receiving
+// the full discovery update (relabeling included) to full assignment, or,
+// without the debug log line, from the discovered metric's full reading.
+func (r *scenarioResult) assignAfterDiscovery() (time.Duration, string, bool) {
+	switch {
+	case r.haveSync:
+		return r.full - r.delivered, "from the syncer receiving discovery's update (relabeling included)", true
+	case r.metricFull > 0:
+		return r.full - r.metricFull, "from targets_discovered's first full reading (relabeling excluded)", true
+	}
+	return 0, "", false
+}
+
+func gap(measured, goal float64, unit func(float64) string) (string, string) {
+	if measured <= goal {
+		return "met", "−" + unit(goal-measured) + " under"
+	}
+	return "not met", "+" + unit(measured-goal) + " (" + report.Ratio(measured, goal) + " the goal)"
+}
+
+func renderReport(o options, bin string, results []*scenarioResult, now time.Time) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# Coordinator at high node counts, %s\n\n", now.UTC().Format("2006-01-02 15:04 UTC"))
+	fmt.Fprintf(&b, "`go run ./benchmarks/coordscale -scenario %s -workers %d -nodes %d -pods-per-node %d -static-targets %d -discovery.update-interval %s -ack-poll %s -idle %s`\n\n",
+		o.scenario, o.workers, o.nodes, o.podsPerNode, o.staticTargets, o.updateInterval, o.ackPoll, o.idle)
+	b.WriteString("## Machine\n\n")
+	b.WriteString(report.Detect().Markdown())
+	fmt.Fprintf(&b, "- Coordinator: `%s` (%s)\n\n", bin, report.Version(bin))
+
+	b.WriteString("## Method\n\n")
+	fmt.Fprintf(&b, `The real coordinator binary runs as a child process on loopback ports with default flags except
+`+"`--discovery.update-interval=%s`"+` (discovery.Manager's batching; the coordinator's and Prometheus's
+default is 5s) and `+"`--log.level=debug`"+` (one line per applied discovery update, used as an anchor). Its CPU
+(utime+stime) and peak RSS (VmHWM) come from /proc only. %d simulated workers are in-process gRPC clients of
+the benchmark: each Joins, keeps a WatchAssignments stream open on a connection of its own and applies its
+snapshot and deltas into its own view (as scraper/assignment.go: parts merged, a delta on another base
+reconnects), heartbeats at the lease cadence (the JoinResponse's interval: 5 s with the default 15 s TTL)
+with its applied generation and the load of every target it newly holds (100 series, up), and acks each
+INCOMING target's "first scrape" at its next ack poll (every %s; a real worker polls every 1 s after a real
+first scrape) with an early heartbeat, so make-before-break completes. It scrapes nothing. A leaving worker
+calls Leave and keeps heartbeating and watching until it returns, as a SIGTERM'd worker does. Stream bytes
+are counted on the wire (a counting net.Conn under each stream's connection: HTTP/2 framing included).
+
+"Fully assigned" / "converged": every expected target is ACTIVE on exactly one view, none INCOMING (every
+handoff acked), nothing unexpected, and the views' (job, __address__) pairs are exactly the expected set
+(built from the fleet's nodes and pods or the generated file, not from the coordinator); the time is the
+last view update before that state was verified. OUTGOING targets (stopped, awaiting removal) are allowed;
+"outgoing removed" is when no view holds one any more (the coordinator removes them after the old owner's
+next heartbeat reports the generation: up to one heartbeat interval).
+
+Discovery anchors, all from the coordinator's start: "syncer received" is the debug line "Discovery update
+applied" of the update that brought the full count, its time minus its duration (so relabeling and the
+core's UpdateTargets come after it); "targets_discovered full" is the first 50 ms poll of /metrics reading
+the full count (set after relabeling, just before the core's UpdateTargets); "fake API answered" is the
+fakes' last initial (non-watch, non-blocking) response: discovery then still waits for the next
+update-interval tick. The goal figures count from "syncer received".
+
+`, o.updateInterval, o.workers, o.ackPoll)
+
+	goals := report.Table{Header: []string{"goal (issue 6)", "measured", "", "gap"}}
+	for _, r := range results {
+		fmt.Fprintf(&b, "## %s, %d workers\n\n", r.name, r.workers)
+		fmt.Fprintf(&b, "Workload: %s.\n\n", r.workload)
+		if r.note != "" {
+			fmt.Fprintf(&b, "Why: %s.\n\n", r.note)
+		}
+		b.WriteString(r.table().Markdown())
+		b.WriteString("\n")
+		if len(r.problems) > 0 {
+			b.WriteString("Problems:\n\n")
+			for _, p := range r.problems {
+				fmt.Fprintf(&b, "- %s\n", p)
+			}
+			b.WriteString("\n")
+		}
+		d, how, ok := r.assignAfterDiscovery()
+		isStatic := strings.Contains(r.name, "static")
+		switch {
+		case !ok || r.full == 0:
+			goals.Add(r.name+": not measured", "n/a", "n/a", "")
+		case isStatic:
+			met, g := gap(d.Seconds(), goalStaticSeconds, func(v float64) string { return report.Float(v, 3) + " s" })
+			goals.Add(r.name+", "+strconv.Itoa(r.workers)+" workers: fully assigned ≤ 1 s after discovery", secs(d)+" "+how, met, g)
+			met, g = gap(float64(r.rssFull), goalStaticRSS, report.Bytes)
+			goals.Add(r.name+", "+strconv.Itoa(r.workers)+" workers: peak RSS ≤ 1.5 GiB (at full assignment)", report.Bytes(float64(r.rssFull)), met, g)
+			if r.peakRSS > r.rssFull {
+				met, g = gap(float64(r.peakRSS), goalStaticRSS, report.Bytes)
+				goals.Add(r.name+": peak RSS ≤ 1.5 GiB (whole run, join and leave included)", report.Bytes(float64(r.peakRSS)), met, g)
+			}
+		default:
+			met, g := gap(d.Seconds(), goalFleetSeconds, func(v float64) string { return report.Float(v, 3) + " s" })
+			goals.Add(r.name+": fully assigned ≤ 2 s after discovery", secs(d)+" "+how, met, g)
+		}
+	}
+	b.WriteString("## Goals\n\n")
+	b.WriteString(goals.Markdown())
+	b.WriteString("\nAbsolute figures are from a shared 2-core machine (the benchmark's simulated workers and the fakes run on the same cores as the coordinator); compare runs only on the same machine.\n")
+	return b.String()
+}
+
+func (r *scenarioResult) table() report.Table {
+	t := report.Table{Header: []string{"figure", "value", "note"}}
+	dur := func(d time.Duration) string {
+		if d == 0 {
+			return "n/a"
+		}
+		return secs(d)
+	}
+	t.Add("targets expected", thousands(r.targets), "")
+	t.Add("coordinator ready", dur(r.ready), "from its start, /-/ready polled every 50 ms")
+	t.Add("workers joined", dur(r.joined), "every worker joined and applied its first (empty) snapshot")
+	if r.apiLast > 0 {
+		t.Add("fake API answered (last initial response)", dur(r.apiLast), "before full assignment")
+	}
+	if r.haveSync {
+		t.Add("syncer received the full discovery update", dur(r.delivered), "debug log: line time − duration")
+		t.Add("… relabeled and handed to the core", dur(r.relabeled), "the same line's time")
+	}
+	t.Add("targets_discovered first full", dur(r.metricFull), "/metrics polled every 50 ms")
+	t.Add("fully assigned", dur(r.full), "every target ACTIVE on exactly one view")
+	if d, how, ok := r.assignAfterDiscovery(); ok && r.full > 0 {
+		t.Add("**discovery → fully assigned**", "**"+secs(d)+"**", how)
+	}
+	if r.metricFull > 0 && r.full > 0 {
+		t.Add("targets_discovered full → fully assigned", secs(r.full-r.metricFull), "")
+	}
+	if r.full > 0 {
+		t.Add("coordinator CPU at full assignment", secs(r.cpuFull), "since its start (discovery, relabeling, assignment, streams)")
+		t.Add("coordinator peak RSS at full assignment", report.Bytes(float64(r.rssFull)), "VmHWM")
+		t.Add("assignment stream bytes (wire), all workers", report.Bytes(float64(r.wireFull)), "since each stream opened; payload "+report.Bytes(float64(r.payload)))
+		t.Add("… per worker, max", report.Bytes(float64(r.wireMaxW)), "")
+		if len(r.counts) > 0 {
+			t.Add("targets per worker after the leave (min / median / max)", countsStr(r.counts), "")
+		}
+	}
+	for _, e := range []eventFigures{r.join, r.leave} {
+		if e.kind == "" {
+			continue
+		}
+		t.Add("**"+e.kind+" one worker**", "", "")
+		t.Add(e.kind+": targets moved", thousands(e.moved), e.movedNote())
+		t.Add(e.kind+": converged", secs(e.converged), "from the "+map[string]string{"join": "Join call", "leave": "Leave call"}[e.kind]+"; handoffs acked")
+		if e.kind == "leave" {
+			t.Add("leave: Leave returned", secs(e.leaveReturned), fmt.Sprintf("drained=%t, remaining %d", e.drained, e.remaining))
+		}
+		t.Add(e.kind+": outgoing removed", secs(e.cleaned), "")
+		t.Add(e.kind+": stream bytes (wire), all workers", report.Bytes(float64(e.wire)), "max per worker "+report.Bytes(float64(e.wireMax)))
+		t.Add(e.kind+": coordinator CPU", secs(e.cpu), "until outgoing removed")
+	}
+	if r.idle > 0 {
+		t.Add(fmt.Sprintf("idle %s: coordinator CPU", r.idle), secs(r.idleCPU), report.Float(100*r.idleCPU.Seconds()/r.idle.Seconds(), 2)+"% of one core; heartbeats only")
+		t.Add("idle: stream bytes (wire)", report.Bytes(float64(r.idleWire)), "")
+		t.Add("coordinator peak RSS, whole run", report.Bytes(float64(r.peakRSS)), "VmHWM")
+		t.Add("coordinator CPU, whole run", secs(r.cpuTotal), "")
+		t.Add("worker re-joins / stream reconnects", fmt.Sprintf("%d / %d", r.rejoins, r.reconnects), "0 expected")
+	}
+	return t
+}
+
+func (e eventFigures) movedNote() string {
+	switch e.kind {
+	case "join":
+		return fmt.Sprintf("the joiner holds %s; fair share %s; moved/fair %s", thousands(e.subject), report.Float(e.ideal, 0), report.Ratio(float64(e.moved), e.ideal))
+	default:
+		return fmt.Sprintf("the leaver held %s; moved/held %s", thousands(e.subject), report.Ratio(float64(e.moved), e.ideal))
+	}
+}
+
+func countsStr(c []int) string {
+	if len(c) == 0 {
+		return "n/a"
+	}
+	return fmt.Sprintf("%s / %s / %s", thousands(c[0]), thousands(c[len(c)/2]), thousands(c[len(c)-1]))
+}
