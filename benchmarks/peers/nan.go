@@ -1,0 +1,5 @@
+package main
+
+import "math"
+
+var nan = math.NaN()
