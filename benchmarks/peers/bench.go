@@ -77,11 +77,11 @@ func newBench(o options, logger *slog.Logger) (_ *bench, err error) {
 	if o.scraperBBin != "" {
 		b.bins.scraperB = find(o.scraperBBin)
 	}
-	vmPath := find(filepath.Join(o.bin, "victoria-metrics"))
+	b.bins.victoriaMetrics = find(filepath.Join(o.bin, "victoria-metrics"))
 	if err != nil {
 		return nil, err
 	}
-	if b.vm, err = startVM(b.procs, vmPath, b.dir); err != nil {
+	if b.vm, err = startVM(b.procs, b.bins.victoriaMetrics, b.dir); err != nil {
 		return nil, err
 	}
 	nodes := o.targets

@@ -78,7 +78,7 @@ type addrs struct {
 
 // bins are the binaries of every peer.
 type bins struct {
-	coordinator, scraper, scraperB, prometheus, vmagent string
+	coordinator, scraper, scraperB, prometheus, vmagent, victoriaMetrics string
 }
 
 // peerCommands returns the processes of a peer, in start order, given its
@@ -155,7 +155,7 @@ func configFor(c peerConfig) string {
 // result file).
 func settings(o options) []string {
 	return []string{
-		fmt.Sprintf("every peer: one static job `%s` over the same targets, scrape_interval %s, scrape_timeout %s, remote write 1.0 endpoint = its own counting proxy in front of the one VictoriaMetrics; everything else at the binary's defaults",
+		fmt.Sprintf("every peer: one static job `%s` over the same targets, scrape_interval %s, scrape_timeout %s, remote-write endpoint = its own counting proxy in front of the one VictoriaMetrics; everything else at the binary's defaults",
 			jobName, o.interval, scrapeTimeout(o.interval)),
 		"shardscrape: `coordinator --cluster.label=bench_peer --cluster.name=<peer>` (static_configs in its prometheus.yml, remote_write to the proxy, which the worker takes; the scraper's queue defaults from remotewrite/) + one `scraper --no-shutdown.leave` (a single worker has no one to drain to); the scraper process is measured, the coordinator is an informational row",
 		"prometheus-agent: `prometheus --agent`, external_labels bench_peer/bench_run",

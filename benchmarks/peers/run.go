@@ -29,10 +29,10 @@ func run(ctx context.Context, o options, args []string, logger *slog.Logger, std
 		started: b.started, took: time.Since(b.started)}
 	for _, bin := range []struct{ name, path string }{
 		{"scraper", b.bins.scraper}, {"scraper (shardscrape-b)", b.bins.scraperB}, {"coordinator", b.bins.coordinator},
-		{"prometheus", b.bins.prometheus}, {"vmagent", b.bins.vmagent}, {"victoria-metrics", filepath.Join(filepath.Dir(b.bins.vmagent), "victoria-metrics")},
+		{"prometheus", b.bins.prometheus}, {"vmagent", b.bins.vmagent}, {"victoria-metrics", b.bins.victoriaMetrics},
 	} {
 		if bin.path != "" {
-			h.versions = append(h.versions, [2]string{bin.name, report.Version(bin.path)})
+			h.versions = append(h.versions, [2]string{bin.name, buildOf(bin.path)})
 		}
 	}
 	if err := os.MkdirAll(o.out, 0o755); err != nil {

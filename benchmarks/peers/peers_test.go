@@ -1,0 +1,284 @@
+package main
+
+import (
+	"bytes"
+	"flag"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/common/promslog"
+	"github.com/prometheus/prometheus/config"
+	"github.com/stretchr/testify/require"
+
+	"github.com/shardscrape/shardscrape/internal/testenv"
+)
+
+func steadyMeasurement() measurement {
+	from := time.Unix(1_700_000_000, 0)
+	return measurement{
+		Peer: peerShardscrape, Run: "steady", Targets: 200, Series: 800, Interval: 5 * time.Second,
+		From: from, To: from.Add(time.Minute),
+		CPUWindow:     6 * time.Second,
+		PeakRSS:       160_000_000,
+		ScrapesServed: 2400, // 200 targets × 12 intervals
+		Delivered:     1_900_800,
+		BodyBytes:     4_000_000,
+		WireSamples:   2_000_000,
+		DelayP99:      3 * time.Second,
+	}
+}
+
+func TestFigures(t *testing.T) {
+	m := steadyMeasurement()
+	require.Equal(t, 160_000.0, m.ActiveSeries())
+	require.Equal(t, 1_920_000.0, m.Served())
+	require.Equal(t, 2400.0, m.NominalScrapes())
+	require.Equal(t, 19_200.0, m.Lost())
+	require.InDelta(t, 0.01, m.LostFraction(), 1e-12)
+	require.InDelta(t, 316_800, m.SamplesPerCPUSecond(), 1e-6)
+	require.InDelta(t, 6/1.9008, m.CPUPerMillion(), 1e-9)
+	require.Equal(t, 1000.0, m.RSSPerSeries())
+	require.Equal(t, 2.0, m.BytesPerSample())
+
+	var zero measurement
+	require.Zero(t, zero.LostFraction())
+	require.True(t, math.IsNaN(zero.SamplesPerCPUSecond()))
+	require.True(t, math.IsNaN(zero.BytesPerSample()))
+}
+
+func TestFallsBehind(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		change func(*measurement)
+		want   []string // substrings, one per reason
+	}{
+		{"keeps up at exactly 1 % lost", func(*measurement) {}, nil},
+		{"lost above 1 %", func(m *measurement) { m.Delivered -= 1 }, []string{"lost 1.00% > 1%"}},
+		{"p99 delay above 2 intervals", func(m *measurement) { m.DelayP99 = 10*time.Second + time.Millisecond }, []string{"p99 delay 10.001s > 10s"}},
+		{"p99 delay of exactly 2 intervals", func(m *measurement) { m.DelayP99 = 10 * time.Second }, nil},
+		{"fleet served under 95 %", func(m *measurement) {
+			m.ScrapesServed = 2279 // < 0.95 × 2400 = 2280
+			m.Delivered = m.Served()
+		}, []string{"served 95.0% of nominal scrapes"}},
+		{"RSS capped", func(m *measurement) { m.RSSCapped = true }, []string{"RSS above -rss-cap"}},
+		{"every reason", func(m *measurement) {
+			m.ScrapesServed, m.Delivered, m.DelayP99, m.RSSCapped = 1000, 0, time.Minute, true
+		}, []string{"lost 100.00%", "p99 delay 1m0s", "served 41.7%", "RSS"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := steadyMeasurement()
+			tc.change(&m)
+			got := fallsBehind(m)
+			require.Len(t, got, len(tc.want), "%q", got)
+			for i, w := range tc.want {
+				require.Contains(t, got[i], w)
+			}
+		})
+	}
+}
+
+func TestWouldExceedCap(t *testing.T) {
+	require.False(t, wouldExceedCap(0, 0, 400, 6<<30), "no previous step")
+	require.False(t, wouldExceedCap(800, 2<<30, 1600, 6<<30), "4 GiB predicted")
+	require.True(t, wouldExceedCap(1600, 4<<30, 3200, 6<<30), "8 GiB predicted")
+}
+
+func TestFlags(t *testing.T) {
+	parse := func(args ...string) (options, error) {
+		fs := flag.NewFlagSet("peers", flag.ContinueOnError)
+		finish := registerFlags(fs)
+		require.NoError(t, fs.Parse(args))
+		return finish()
+	}
+	o, err := parse()
+	require.NoError(t, err)
+	require.Equal(t, 200, o.targets)
+	require.Equal(t, 800, o.series)
+	require.Equal(t, 5*time.Second, o.interval)
+	require.Equal(t, 3*time.Minute, o.duration)
+	require.Equal(t, []string{peerShardscrape, peerAgent, peerVMAgent}, o.peers)
+	require.Equal(t, []int{400, 800, 1600, 3200}, o.sweep)
+	require.Equal(t, 90*time.Second, o.sweepDuration)
+	require.Equal(t, filepath.Join("bin", "scraper"), o.scraperBin)
+	require.Equal(t, uint64(6<<30), o.rssCap)
+	require.Equal(t, time.Minute, o.drainMax)
+
+	o, err = parse("-sweep", "", "-peers", "shardscrape, shardscrape-b", "-scraper-b-bin", "/tmp/old")
+	require.NoError(t, err)
+	require.Empty(t, o.sweep)
+	require.Equal(t, []string{peerShardscrape, peerShardscrapeB}, o.peers)
+
+	for _, bad := range [][]string{
+		{"-peers", "prometheus"},
+		{"-peers", "vmagent,vmagent"},
+		{"-peers", ""},
+		{"-peers", "shardscrape-b"}, // without -scraper-b-bin
+		{"-sweep", "400,200"},
+		{"-sweep", "0"},
+		{"-sweep", "x"},
+		{"-targets", "0"},
+		{"-duration", "1s"},
+		{"-interval", "100ms"},
+	} {
+		_, err := parse(bad...)
+		require.Error(t, err, "%q", bad)
+	}
+}
+
+func testPeerConfig(peer string) peerConfig {
+	return peerConfig{Peer: peer, Run: "sweep-400", Interval: 15 * time.Second,
+		Targets: []string{"127.1.0.1:9100", "127.1.0.2:9100"}, WriteURL: "http://127.0.0.1:1234/api/v1/write"}
+}
+
+// TestPrometheusConfig: the agent's and the coordinator's prometheus.yml
+// load with Prometheus's own config.Load, as written.
+func TestPrometheusConfig(t *testing.T) {
+	for _, peer := range []string{peerAgent, peerShardscrape} {
+		t.Run(peer, func(t *testing.T) {
+			c := testPeerConfig(peer)
+			cfg, err := config.Load(configFor(c), promslog.NewNopLogger())
+			require.NoError(t, err)
+			require.Equal(t, "15s", cfg.GlobalConfig.ScrapeInterval.String())
+			require.Equal(t, "10s", cfg.GlobalConfig.ScrapeTimeout.String(), "the timeout is at most 10s")
+			require.Equal(t, c.Run, cfg.GlobalConfig.ExternalLabels.Get(labelRun))
+			if peer == peerAgent {
+				require.Equal(t, peer, cfg.GlobalConfig.ExternalLabels.Get(labelPeer))
+			} else {
+				require.Empty(t, cfg.GlobalConfig.ExternalLabels.Get(labelPeer), "the coordinator adds it as the cluster label")
+			}
+			require.Len(t, cfg.ScrapeConfigs, 1)
+			sc := cfg.ScrapeConfigs[0]
+			require.Equal(t, jobName, sc.JobName)
+			require.Len(t, sc.ServiceDiscoveryConfigs, 1)
+			require.Contains(t, configFor(c), `- "127.1.0.2:9100"`)
+			require.Len(t, cfg.RemoteWriteConfigs, 1)
+			require.Equal(t, c.WriteURL, cfg.RemoteWriteConfigs[0].URL.String())
+		})
+	}
+}
+
+// TestCoordinatorConfigCheck: the coordinator accepts its config with the
+// flags the benchmark gives it (skipped without a built coordinator).
+func TestCoordinatorConfigCheck(t *testing.T) {
+	dir, err := testenv.BinDir()
+	require.NoError(t, err)
+	bin := filepath.Join(dir, "coordinator")
+	if _, err := os.Stat(bin); err != nil {
+		t.Skipf("no coordinator at %s (go build -o bin/ ./cmd/...)", bin)
+	}
+	c := testPeerConfig(peerShardscrape)
+	file := filepath.Join(t.TempDir(), "config.yml")
+	require.NoError(t, os.WriteFile(file, []byte(configFor(c)), 0o644))
+	cmds, err := peerCommands(c, bins{coordinator: bin, scraper: "scraper"}, file, t.TempDir(), addrs{web: "127.0.0.1:1", grpc: "127.0.0.1:2", workerWeb: "127.0.0.1:3"})
+	require.NoError(t, err)
+	require.Equal(t, "coordinator", cmds[0].name)
+	check := func() error {
+		var out bytes.Buffer
+		cmd := exec.Command(bin, append(cmds[0].args, "--config.check")...)
+		cmd.Stdout, cmd.Stderr = &out, &out
+		err := cmd.Run()
+		t.Logf("coordinator --config.check: %s", out.String())
+		return err
+	}
+	require.NoError(t, check())
+	// The check tells a bad config apart: a timeout above the interval.
+	bad := strings.Replace(configFor(c), "scrape_timeout: 10s", "scrape_timeout: 1m", 1)
+	require.NotEqual(t, configFor(c), bad)
+	require.NoError(t, os.WriteFile(file, []byte(bad), 0o644))
+	require.Error(t, check())
+}
+
+func TestVMAgentConfig(t *testing.T) {
+	c := testPeerConfig(peerVMAgent)
+	y := configFor(c)
+	require.NotContains(t, y, "remote_write", "vmagent takes remote write as flags (strict parsing rejects the key)")
+	require.NotContains(t, y, "external_labels")
+	// The scrape part is the one the others get.
+	require.Contains(t, prometheusYAML(c, true), scrapeConfigsYAML(c))
+	require.Contains(t, y, scrapeConfigsYAML(c))
+	cmds, err := peerCommands(c, bins{vmagent: "/bin/vmagent"}, "/cfg.yml", "/data", addrs{web: "127.0.0.1:1"})
+	require.NoError(t, err)
+	require.Len(t, cmds, 1)
+	args := strings.Join(cmds[0].args, " ")
+	for _, want := range []string{"-promscrape.config=/cfg.yml", "-remoteWrite.url=" + c.WriteURL,
+		"-remoteWrite.label=bench_peer=vmagent", "-remoteWrite.label=bench_run=sweep-400", "-remoteWrite.tmpDataPath=/data/vmagent"} {
+		require.Contains(t, args, want)
+	}
+	require.Equal(t, "http://127.0.0.1:1/health", cmds[0].ready)
+}
+
+func TestShardscrapeB(t *testing.T) {
+	c := testPeerConfig(peerShardscrapeB)
+	cmds, err := peerCommands(c, bins{coordinator: "/c", scraper: "/a", scraperB: "/b"}, "/cfg.yml", "/data", addrs{web: "w", grpc: "g", workerWeb: "ww"})
+	require.NoError(t, err)
+	require.Len(t, cmds, 2)
+	require.Equal(t, "/b", cmds[1].path)
+	require.Contains(t, cmds[0].args, "--cluster.name=shardscrape-b")
+	require.Contains(t, cmds[1].args, "--coordinator.address=g")
+	_, err = peerCommands(peerConfig{Peer: "x"}, bins{}, "", "", addrs{})
+	require.Error(t, err)
+}
+
+func TestDeliveredQuery(t *testing.T) {
+	from := time.UnixMilli(1_700_000_000_000)
+	q, at := deliveredQuery("vmagent", "steady", from, from.Add(90*time.Second))
+	require.Equal(t, `sum(count_over_time({bench_peer="vmagent",bench_run="steady",job="node",__name__!~"up|scrape_.*"}[90000ms]))`, q)
+	require.Equal(t, from.Add(90*time.Second-time.Millisecond), at)
+}
+
+func TestRender(t *testing.T) {
+	base := steadyMeasurement()
+	base.Coordinator = &usageFigures{CPUWindow: time.Second, PeakRSS: 80 << 20}
+	agent := steadyMeasurement()
+	agent.Peer, agent.CPUWindow, agent.PeakRSS = peerAgent, 12*time.Second, 320_000_000
+	res := result{steady: []measurement{base, agent}}
+
+	rt, ok := ratioTable(res.steady)
+	require.True(t, ok)
+	require.Equal(t, []string{peerAgent, "2.00×", "0.50×", "1.00×", "1.00×"}, rt.Rows[0])
+	_, ok = ratioTable([]measurement{agent})
+	require.False(t, ok, "no shardscrape peer, no ratios")
+
+	st := steadyTable(res.steady)
+	require.Len(t, st.Rows, 3, "two peers and the coordinator's row")
+	require.Contains(t, st.Rows[1][0], "coordinator")
+
+	step := func(peer string, targets int, behind ...string) sweepStep {
+		m := steadyMeasurement()
+		m.Peer, m.Targets, m.Run = peer, targets, "sweep"
+		return sweepStep{measurement: m, Behind: behind}
+	}
+	res.sweep = []sweepStep{
+		step(peerShardscrape, 400), step(peerAgent, 400),
+		step(peerShardscrape, 800), step(peerAgent, 800, "lost 5.00% > 1%"),
+		{measurement: measurement{Peer: peerShardscrape, Targets: 1600, Series: 800}, Skipped: "RSS"},
+	}
+	sw := sweepTable(res.sweep)
+	require.Len(t, sw.Rows, 5)
+	require.Contains(t, sw.Rows[3][len(sw.Rows[3])-1], "falls behind: lost")
+	require.Contains(t, sw.Rows[4][len(sw.Rows[4])-1], "not run: RSS")
+
+	svg, err := sweepChart([]string{peerShardscrape, peerAgent, peerVMAgent}, res.sweep)
+	require.NoError(t, err)
+	require.Contains(t, string(svg), "<svg")
+	require.Contains(t, string(svg), "Samples per CPU-second")
+	none, err := sweepChart([]string{peerShardscrape}, []sweepStep{{Skipped: "x", measurement: measurement{Peer: peerShardscrape}}})
+	require.NoError(t, err)
+	require.Nil(t, none)
+
+	o := options{targets: 200, series: 800, interval: 5 * time.Second, duration: time.Minute, sweep: []int{400, 800}, sweepDuration: time.Minute, rssCap: 6 << 30}
+	md := markdown(header{o: o, series: 800, command: "go run ./benchmarks/peers", started: time.Unix(0, 0)}, res, "x-worker-sweep.svg")
+	for _, want := range []string{"## Machine", "## Versions", "## Workload", "## Settings", "## Steady state", "## Ratios", "## Saturation sweep", "![sweep](x-worker-sweep.svg)"} {
+		require.Contains(t, md, want)
+	}
+	require.Contains(t, printTables(res), "falls behind")
+}
+
+func TestChartFile(t *testing.T) {
+	require.Equal(t, filepath.Join("out", "2026-11-25-worker-sweep.svg"), chartFile("out", time.Date(2026, 11, 25, 23, 0, 0, 0, time.UTC)))
+}
