@@ -141,18 +141,29 @@ func (b *bench) scrapesServed() float64 {
 // all runs the steady phase and the sweep.
 func (b *bench) all(ctx context.Context) (result, error) {
 	var res result
-	for _, peer := range b.o.peers {
-		b.logger.Info("Steady run", "peer", peer, "targets", b.o.targets, "window", b.o.duration)
-		m, err := b.runPeer(ctx, peer, "steady", b.o.targets, b.o.duration, b.o.profile)
-		if ctx.Err() != nil {
-			return res, ctx.Err()
+	for r := 1; r <= b.o.rounds; r++ {
+		run := "steady"
+		if b.o.rounds > 1 {
+			run = fmt.Sprintf("steady-%d", r)
 		}
-		if err != nil {
-			return res, fmt.Errorf("steady run of %s: %w", peer, err)
+		for _, peer := range b.o.peers {
+			b.logger.Info("Steady run", "peer", peer, "round", r, "targets", b.o.targets, "window", b.o.duration)
+			profile := ""
+			if r == 1 {
+				profile = b.o.profile
+			}
+			m, err := b.runPeer(ctx, peer, run, b.o.targets, b.o.duration, profile)
+			if ctx.Err() != nil {
+				return res, ctx.Err()
+			}
+			if err != nil {
+				return res, fmt.Errorf("steady run of %s: %w", peer, err)
+			}
+			m.Round = r
+			b.logger.Info("Steady run done", "peer", peer, "round", r, "samples_per_cpu_second", m.SamplesPerCPUSecond(),
+				"peak_rss", m.PeakRSS, "lost_fraction", m.LostFraction(), "p99_delay", m.DelayP99)
+			res.steady = append(res.steady, m)
 		}
-		b.logger.Info("Steady run done", "peer", peer, "samples_per_cpu_second", m.SamplesPerCPUSecond(),
-			"peak_rss", m.PeakRSS, "lost_fraction", m.LostFraction(), "p99_delay", m.DelayP99)
-		res.steady = append(res.steady, m)
 	}
 	type state struct {
 		stopped     bool

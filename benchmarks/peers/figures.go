@@ -9,7 +9,8 @@ import (
 // step), from the OS, the fleet and the receiver.
 type measurement struct {
 	Peer    string
-	Run     string // bench_run label: "steady" or "sweep-<targets>"
+	Run     string // bench_run label: "steady", "steady-<round>" or "sweep-<targets>"
+	Round   int    // steady round, from 1 (0 in the sweep)
 	Targets int
 	Series  int // per target
 	// Interval is the scrape interval, Window the measured span of sample

@@ -28,6 +28,7 @@ type options struct {
 	series        int
 	interval      time.Duration
 	duration      time.Duration
+	rounds        int
 	peers         []string
 	sweep         []int
 	sweepDuration time.Duration
@@ -56,6 +57,7 @@ func registerFlags(fs *flag.FlagSet) func() (options, error) {
 	fs.IntVar(&o.series, "series", 800, "series per target")
 	fs.DurationVar(&o.interval, "interval", 5*time.Second, "scrape interval (the scrape timeout is the interval, at most 10s)")
 	fs.DurationVar(&o.duration, "duration", 3*time.Minute, "measured window of the steady phase, per peer")
+	fs.IntVar(&o.rounds, "rounds", 1, "steady rounds: every peer once per round, in -peers order (A B A B); the ratios are the median of the rounds' ratios")
 	fs.StringVar(&peers, "peers", "shardscrape,prometheus-agent,vmagent", "peers to run, in order: "+strings.Join(knownPeers, ", "))
 	fs.StringVar(&sweep, "sweep", "400,800,1600,3200", "saturation sweep: target counts, rising (empty: no sweep)")
 	fs.DurationVar(&o.sweepDuration, "sweep.duration", 90*time.Second, "measured window of each sweep step, per peer")
@@ -91,6 +93,8 @@ func (o options) validate() error {
 		return fmt.Errorf("-series %d: must be at least 1", o.series)
 	case o.interval < time.Second:
 		return fmt.Errorf("-interval %s: must be at least 1s", o.interval)
+	case o.rounds < 1:
+		return fmt.Errorf("-rounds %d: must be at least 1", o.rounds)
 	case o.duration < o.interval:
 		return fmt.Errorf("-duration %s: must be at least one interval (%s)", o.duration, o.interval)
 	case len(o.sweep) > 0 && o.sweepDuration < o.interval:

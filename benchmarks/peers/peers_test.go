@@ -107,6 +107,7 @@ func TestFlags(t *testing.T) {
 	require.Equal(t, filepath.Join("bin", "scraper"), o.scraperBin)
 	require.Equal(t, uint64(6<<30), o.rssCap)
 	require.Equal(t, time.Minute, o.drainMax)
+	require.Equal(t, 1, o.rounds)
 
 	o, err = parse("-sweep", "", "-peers", "shardscrape, shardscrape-b", "-scraper-b-bin", "/tmp/old")
 	require.NoError(t, err)
@@ -124,6 +125,7 @@ func TestFlags(t *testing.T) {
 		{"-targets", "0"},
 		{"-duration", "1s"},
 		{"-interval", "100ms"},
+		{"-rounds", "0"},
 	} {
 		_, err := parse(bad...)
 		require.Error(t, err, "%q", bad)
@@ -277,6 +279,26 @@ func TestRender(t *testing.T) {
 		require.Contains(t, md, want)
 	}
 	require.Contains(t, printTables(res), "falls behind")
+}
+
+func TestRatioRounds(t *testing.T) {
+	var ms []measurement
+	for r, cpu := range []time.Duration{2 * time.Second, 4 * time.Second, 8 * time.Second} {
+		base := steadyMeasurement()
+		base.Round, base.Run = r+1, "steady-x"
+		agent := base
+		agent.Peer, agent.CPUWindow, agent.Run = peerAgent, cpu, "steady-x" // base 6 s: ratios 1/3, 2/3, 4/3
+		ms = append(ms, base, agent)
+	}
+	rt, ok := ratioTable(ms)
+	require.True(t, ok)
+	require.Len(t, rt.Rows, 1)
+	require.Equal(t, "0.67× (0.33×–1.33×, 3 rounds)", rt.Rows[0][1])
+	require.Equal(t, "1.00× (1.00×–1.00×, 3 rounds)", rt.Rows[0][2])
+	require.Equal(t, "n/a", ratioCell([]float64{math.NaN()}))
+	require.Equal(t, "1.50× (1.00×–2.00×, 2 rounds)", ratioCell([]float64{2, 1}))
+	st := steadyTable(ms)
+	require.Equal(t, "prometheus-agent (round 3)", st.Rows[5][0])
 }
 
 func TestChartFile(t *testing.T) {

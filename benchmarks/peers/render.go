@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -37,7 +38,11 @@ func steadyTable(ms []measurement) report.Table {
 		"write requests", "protocol", "decode errors",
 	}}
 	for _, m := range ms {
-		t.Add(m.Peer, seconds(m.CPUWindow), seconds(m.CPULifetime), report.Float(m.CPUPerMillion(), 2),
+		name := m.Peer
+		if m.Run != "steady" && m.Round > 0 {
+			name += fmt.Sprintf(" (round %d)", m.Round)
+		}
+		t.Add(name, seconds(m.CPUWindow), seconds(m.CPULifetime), report.Float(m.CPUPerMillion(), 2),
 			report.Float(m.SamplesPerCPUSecond(), 0), bytesIEC(m.PeakRSS), report.Float(m.RSSPerSeries(), 0),
 			report.Float(m.BytesPerSample(), 3), millis(m.DelayP50), millis(m.DelayP99), millis(m.DelayMax),
 			report.Float(m.Served(), 0), report.Float(m.Delivered, 0), report.Float(float64(m.ProxySamples), 0),
@@ -45,38 +50,87 @@ func steadyTable(ms []measurement) report.Table {
 			report.Float(m.ScrapesServed, 0)+" / "+report.Float(m.NominalScrapes(), 0),
 			report.Float(float64(m.WriteRequests), 0), m.Protocols, report.Float(float64(m.DecodeErrors), 0))
 		if m.Coordinator != nil {
-			t.Add(m.Peer+" coordinator (informational)", seconds(m.Coordinator.CPUWindow), "", "", "",
+			t.Add(name+" coordinator (informational)", seconds(m.Coordinator.CPUWindow), "", "", "",
 				bytesIEC(m.Coordinator.PeakRSS), report.Float(ratio(float64(m.Coordinator.PeakRSS), m.ActiveSeries()), 0))
 		}
 	}
 	return t
 }
 
-// ratioTable compares the first shardscrape peer with every other peer:
-// > 1× is better for shardscrape in the first column, < 1× in the others.
+// ratioTable compares the first shardscrape peer with every other peer,
+// within each round; over several rounds it gives the median of the
+// rounds' ratios and their range. > 1× is better for shardscrape in the
+// first column, < 1× in the others.
 func ratioTable(ms []measurement) (report.Table, bool) {
 	t := report.Table{Header: []string{"shardscrape vs", "samples / CPU s (higher is better)", "RSS / series (lower is better)",
 		"bytes / sample (lower is better)", "p99 delay (lower is better)"}}
-	var base *measurement
-	for i := range ms {
-		if isShardscrape(ms[i].Peer) {
-			base = &ms[i]
+	var basePeer string
+	for _, m := range ms {
+		if isShardscrape(m.Peer) {
+			basePeer = m.Peer
 			break
 		}
 	}
-	if base == nil {
+	if basePeer == "" {
 		return t, false
 	}
+	figures := []func(measurement) float64{
+		measurement.SamplesPerCPUSecond, measurement.RSSPerSeries, measurement.BytesPerSample,
+		func(m measurement) float64 { return m.DelayP99.Seconds() },
+	}
+	var peers []string
+	ratios := map[string][][]float64{} // peer → figure → one ratio per round
 	for _, m := range ms {
-		if m.Peer == base.Peer {
+		if m.Peer == basePeer {
 			continue
 		}
-		t.Add(m.Peer, report.Ratio(base.SamplesPerCPUSecond(), m.SamplesPerCPUSecond()),
-			report.Ratio(base.RSSPerSeries(), m.RSSPerSeries()),
-			report.Ratio(base.BytesPerSample(), m.BytesPerSample()),
-			report.Ratio(base.DelayP99.Seconds(), m.DelayP99.Seconds()))
+		var base *measurement
+		for i := range ms {
+			if ms[i].Peer == basePeer && ms[i].Round == m.Round {
+				base = &ms[i]
+			}
+		}
+		if base == nil {
+			continue
+		}
+		if _, ok := ratios[m.Peer]; !ok {
+			peers = append(peers, m.Peer)
+			ratios[m.Peer] = make([][]float64, len(figures))
+		}
+		for i, f := range figures {
+			ratios[m.Peer][i] = append(ratios[m.Peer][i], ratio(f(*base), f(m)))
+		}
+	}
+	for _, p := range peers {
+		row := []string{p}
+		for _, rs := range ratios[p] {
+			row = append(row, ratioCell(rs))
+		}
+		t.Add(row...)
 	}
 	return t, len(t.Rows) > 0
+}
+
+// ratioCell formats one ratio, or the median of several with their range.
+func ratioCell(rs []float64) string {
+	var ok []float64
+	for _, r := range rs {
+		if !math.IsNaN(r) && !math.IsInf(r, 0) {
+			ok = append(ok, r)
+		}
+	}
+	switch {
+	case len(ok) == 0:
+		return "n/a"
+	case len(rs) == 1:
+		return report.Ratio(ok[0], 1)
+	}
+	slices.Sort(ok)
+	med := ok[len(ok)/2]
+	if len(ok)%2 == 0 {
+		med = (ok[len(ok)/2-1] + ok[len(ok)/2]) / 2
+	}
+	return fmt.Sprintf("%s (%s–%s, %d rounds)", report.Ratio(med, 1), report.Ratio(ok[0], 1), report.Ratio(ok[len(ok)-1], 1), len(ok))
 }
 
 func sweepTable(steps []sweepStep) report.Table {
@@ -177,6 +231,9 @@ func markdown(h header, res result, svgName string) string {
 		fmt.Fprintf(&b, "- Sweep: targets %v, window %s per peer and step; a peer stops rising after the step where it falls behind (lost > %.0f %% of served, p99 delay > %d × interval, the fleet served < %.0f %% of the nominal scrapes, or RSS > %s).\n",
 			o.sweep, o.sweepDuration, 100*maxLostFraction, maxDelayIntervals, 100*minServedFraction, bytesIEC(o.rssCap))
 	}
+	if o.rounds > 1 {
+		fmt.Fprintf(&b, "- Steady phase in %d rounds, every peer once per round in the order %s (A B A B); the ratios are the median of the rounds' ratios (range in brackets).\n", o.rounds, strings.Join(o.peers, ", "))
+	}
 	b.WriteString("- Peers run one after another against one VictoriaMetrics v1.151.0, each through its own counting proxy (benchmarks/internal/rwproxy), its series labelled bench_peer=<peer>, bench_run=<run>.\n\n")
 	b.WriteString("## Settings\n\n")
 	for _, s := range settings(o) {
@@ -185,7 +242,7 @@ func markdown(h header, res result, svgName string) string {
 	b.WriteString("\n## How each figure is measured\n\n" + methods + "\n")
 	b.WriteString("## Steady state\n\n" + steadyTable(res.steady).Markdown() + "\n")
 	if rt, ok := ratioTable(res.steady); ok {
-		b.WriteString("## Ratios (shardscrape ÷ peer, same run)\n\n" + rt.Markdown() + "\n")
+		b.WriteString("## Ratios (shardscrape ÷ peer, same round)\n\n" + rt.Markdown() + "\n")
 	}
 	if len(res.sweep) > 0 {
 		b.WriteString("## Saturation sweep\n\n" + sweepTable(res.sweep).Markdown() + "\n")
