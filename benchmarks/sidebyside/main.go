@@ -5,6 +5,16 @@
 // own account of itself.
 //
 //	go run ./benchmarks/sidebyside -targets 100 -series 800 -interval 5s -duration 5m
+//
+// A/B runs: -peers takes a process more than once, in the order given (A B A
+// B interleaves them), and a peer may carry environment variables
+// (shardscrape+GOGC=100), flags (shardscrape+--flag=value) or queue_config
+// settings of its remote_write (shardscrape+queue.min_shards=1). The
+// peer shardscrape-base is the scraper binary named by -scraper-base (built
+// from another commit). Repeated peers are summed: samples per CPU-second
+// over all their runs, and their median peak RSS. -pprof DIR fetches a CPU
+// profile over the second half of each run and an in-use heap profile at
+// its end from the process's /debug/pprof/.
 package main
 
 import (
@@ -22,6 +32,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -32,13 +43,15 @@ import (
 )
 
 type options struct {
-	bin      string
-	targets  int
-	series   int
-	interval time.Duration
-	duration time.Duration
-	peers    string
-	out      string
+	bin         string
+	scraperBase string
+	targets     int
+	series      int
+	interval    time.Duration
+	duration    time.Duration
+	peers       string
+	out         string
+	pprofDir    string
 }
 
 func main() {
@@ -48,7 +61,9 @@ func main() {
 	flag.IntVar(&o.series, "series", synth.DefaultSeries, "series per target")
 	flag.DurationVar(&o.interval, "interval", 5*time.Second, "scrape interval")
 	flag.DurationVar(&o.duration, "duration", 5*time.Minute, "how long each process scrapes")
-	flag.StringVar(&o.peers, "peers", "shardscrape,prometheus-agent", "processes to run, in order (shardscrape, prometheus-agent, vmagent)")
+	flag.StringVar(&o.scraperBase, "scraper-base", "bin/scraper-base", "scraper binary of the shardscrape-base peer (A/B against another build)")
+	flag.StringVar(&o.peers, "peers", "shardscrape,prometheus-agent", "processes to run, in order (shardscrape, shardscrape-base, prometheus-agent, vmagent), each optionally followed by +KEY=VALUE (environment), +--flag=value (command-line) or +queue.KEY=VALUE (remote_write queue_config) items; repeat a peer to interleave")
+	flag.StringVar(&o.pprofDir, "pprof", "", "save a CPU profile (second half of each run) and an in-use heap profile (at its end) of every process into this directory")
 	flag.StringVar(&o.out, "out", "", "also write the markdown table to this file")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -59,11 +74,51 @@ func main() {
 	}
 }
 
+// peer is one process to run: its kind, and the environment and flags
+// added to its command.
+type peer struct {
+	spec  string // as given in -peers
+	kind  string
+	env   []string
+	flags []string
+	queue []string // queue_config lines (KEY: VALUE) of its remote_write
+	run   string   // the bench label of this run, unique
+}
+
+func parsePeer(spec string) (peer, error) {
+	parts := strings.Split(spec, "+")
+	p := peer{spec: spec, kind: parts[0]}
+	switch p.kind {
+	case "shardscrape", "shardscrape-base", "prometheus-agent", "vmagent":
+	default:
+		return peer{}, fmt.Errorf("-peers: unknown peer %q in %q", p.kind, spec)
+	}
+	for _, item := range parts[1:] {
+		switch {
+		case strings.HasPrefix(item, "queue."):
+			k, v, ok := strings.Cut(strings.TrimPrefix(item, "queue."), "=")
+			if !ok {
+				return peer{}, fmt.Errorf("-peers: %q in %q: want queue.KEY=VALUE", item, spec)
+			}
+			p.queue = append(p.queue, k+": "+v)
+		case strings.HasPrefix(item, "-"):
+			p.flags = append(p.flags, item)
+		case strings.Contains(item, "="):
+			p.env = append(p.env, item)
+		default:
+			return peer{}, fmt.Errorf("-peers: %q in %q is neither KEY=VALUE, queue.KEY=VALUE nor a -flag", item, spec)
+		}
+	}
+	return p, nil
+}
+
 // result is what one process cost and delivered.
 type result struct {
 	peer       string
+	run        string
 	cpuSeconds float64
 	peakRSS    int64 // bytes
+	endRSS     int64 // bytes, VmRSS just before the stop
 	samples    float64
 	expected   float64
 }
@@ -91,12 +146,22 @@ func run(ctx context.Context, o options, logger *slog.Logger) error {
 	}
 	defer closeTargets()
 
+	if o.pprofDir != "" {
+		if err := os.MkdirAll(o.pprofDir, 0o755); err != nil {
+			return err
+		}
+	}
 	var results []result
-	for _, peer := range strings.Split(o.peers, ",") {
-		logger.Info("running", "peer", peer, "duration", o.duration)
-		r, err := runPeer(ctx, o, bin, dir, vmURL, peer, addrs, logger)
+	for i, spec := range strings.Split(o.peers, ",") {
+		p, err := parsePeer(spec)
 		if err != nil {
-			return fmt.Errorf("%s: %w", peer, err)
+			return err
+		}
+		p.run = fmt.Sprintf("%s-%d", p.kind, i)
+		logger.Info("running", "peer", spec, "label", p.run, "duration", o.duration)
+		r, err := runPeer(ctx, o, bin, dir, vmURL, p, addrs, logger)
+		if err != nil {
+			return fmt.Errorf("%s: %w", spec, err)
 		}
 		results = append(results, r)
 	}
@@ -113,12 +178,13 @@ type proc struct {
 	waited chan struct{} // closed once the process has exited
 }
 
-func start(ctx context.Context, logPath, name string, args ...string) (*proc, error) {
+func start(ctx context.Context, logPath string, env []string, name string, args ...string) (*proc, error) {
 	logf, err := os.Create(logPath)
 	if err != nil {
 		return nil, err
 	}
 	cmd := exec.Command(name, args...)
+	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		logf.Close()
@@ -198,7 +264,7 @@ func startVM(ctx context.Context, bin, dir string) (*proc, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
-	p, err := start(ctx, filepath.Join(dir, "vm.log"), filepath.Join(bin, "victoria-metrics"),
+	p, err := start(ctx, filepath.Join(dir, "vm.log"), nil, filepath.Join(bin, "victoria-metrics"),
 		"-httpListenAddr="+addr, "-storageDataPath="+filepath.Join(dir, "vm"),
 		"-retentionPeriod=1d", "-search.latencyOffset=0s", "-search.disableCache")
 	if err != nil {
@@ -237,24 +303,39 @@ func serveTargets(n, series int) ([]string, func(), error) {
 	return addrs, closeAll, nil
 }
 
-func config(o options, vmURL, peer string, addrs []string) string {
+// config is the prometheus.yml of a run; vmURL empty leaves remote_write out.
+func config(o options, vmURL, label string, queue []string, addrs []string) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "global:\n  scrape_interval: %s\n  scrape_timeout: %s\n  external_labels:\n    bench: %s\n", o.interval, min(o.interval, 10*time.Second), peer)
+	fmt.Fprintf(&b, "global:\n  scrape_interval: %s\n  scrape_timeout: %s\n  external_labels:\n    bench: %s\n", o.interval, min(o.interval, 10*time.Second), label)
 	fmt.Fprintf(&b, "scrape_configs:\n- job_name: node\n  static_configs:\n  - targets:\n")
 	for _, a := range addrs {
 		fmt.Fprintf(&b, "    - %s\n", a)
 	}
+	if vmURL == "" {
+		// vmagent: no remote_write section (it rejects one); -remoteWrite.url.
+		return b.String()
+	}
 	fmt.Fprintf(&b, "remote_write:\n- url: %s/api/v1/write\n", vmURL)
+	if len(queue) > 0 {
+		fmt.Fprintf(&b, "  queue_config:\n")
+		for _, q := range queue {
+			fmt.Fprintf(&b, "    %s\n", q)
+		}
+	}
 	return b.String()
 }
 
-func runPeer(ctx context.Context, o options, bin, dir, vmURL, peer string, addrs []string, logger *slog.Logger) (result, error) {
-	pdir := filepath.Join(dir, peer)
+func runPeer(ctx context.Context, o options, bin, dir, vmURL string, pr peer, addrs []string, logger *slog.Logger) (result, error) {
+	pdir := filepath.Join(dir, pr.run)
 	if err := os.MkdirAll(pdir, 0o755); err != nil {
 		return result{}, err
 	}
 	cfg := filepath.Join(pdir, "prometheus.yml")
-	if err := os.WriteFile(cfg, []byte(config(o, vmURL, peer, addrs)), 0o644); err != nil {
+	rwURL := vmURL
+	if pr.kind == "vmagent" {
+		rwURL = ""
+	}
+	if err := os.WriteFile(cfg, []byte(config(o, rwURL, pr.run, pr.queue, addrs)), 0o644); err != nil {
 		return result{}, err
 	}
 	web, err := freePort()
@@ -266,9 +347,14 @@ func runPeer(ctx context.Context, o options, bin, dir, vmURL, peer string, addrs
 		args  []string
 		ready = "http://" + web + "/-/ready"
 	)
-	switch peer {
-	case "shardscrape":
+	switch pr.kind {
+	case "shardscrape", "shardscrape-base":
 		name = filepath.Join(bin, "scraper")
+		if pr.kind == "shardscrape-base" {
+			if name, err = filepath.Abs(o.scraperBase); err != nil {
+				return result{}, err
+			}
+		}
 		args = []string{"--config.file=" + cfg, "--storage.path=" + filepath.Join(pdir, "data"), "--web.listen-address=" + web}
 	case "prometheus-agent":
 		name = filepath.Join(bin, "prometheus")
@@ -278,10 +364,9 @@ func runPeer(ctx context.Context, o options, bin, dir, vmURL, peer string, addrs
 		args = []string{"-promscrape.config=" + cfg, "-remoteWrite.url=" + vmURL + "/api/v1/write",
 			"-remoteWrite.tmpDataPath=" + filepath.Join(pdir, "data"), "-httpListenAddr=" + web}
 		ready = "http://" + web + "/health"
-	default:
-		return result{}, fmt.Errorf("unknown peer %q", peer)
 	}
-	p, err := start(ctx, filepath.Join(pdir, "log"), name, args...)
+	args = append(args, pr.flags...)
+	p, err := start(ctx, filepath.Join(pdir, "log"), pr.env, name, args...)
 	if err != nil {
 		return result{}, err
 	}
@@ -290,27 +375,81 @@ func runPeer(ctx context.Context, o options, bin, dir, vmURL, peer string, addrs
 		return result{}, err
 	}
 	begin := time.Now()
-	logger.Info("ready", "peer", peer, "pid", p.cmd.Process.Pid)
+	logger.Info("ready", "peer", pr.spec, "pid", p.cmd.Process.Pid)
+	profiled := make(chan error, 1)
+	if o.pprofDir != "" {
+		// CPU over the second half of the run (steady state), at most 60 s.
+		secs := int(min(o.duration/2, time.Minute).Seconds())
+		wait := o.duration - time.Duration(secs)*time.Second - 2*time.Second
+		go func() {
+			select {
+			case <-ctx.Done():
+				profiled <- ctx.Err()
+				return
+			case <-time.After(wait):
+			}
+			profiled <- fetch(ctx, fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", web, secs), filepath.Join(o.pprofDir, pr.run+".cpu.pb.gz"))
+		}()
+	} else {
+		profiled <- nil
+	}
 	select {
 	case <-ctx.Done():
 		return result{}, ctx.Err()
 	case <-time.After(o.duration):
 	}
+	if err := <-profiled; err != nil {
+		logger.Warn("CPU profile", "peer", pr.spec, "err", err)
+	}
+	if o.pprofDir != "" {
+		if err := fetch(ctx, "http://"+web+"/debug/pprof/heap", filepath.Join(o.pprofDir, pr.run+".heap.pb.gz")); err != nil {
+			logger.Warn("heap profile", "peer", pr.spec, "err", err)
+		}
+	}
 	cpu, rss, err := usage(p.cmd.Process.Pid)
 	if err != nil {
 		return result{}, err
 	}
+	endRSS, err := statusKiB(p.cmd.Process.Pid, "VmRSS")
+	if err != nil {
+		return result{}, err
+	}
 	p.stop() // flushes the remote-write queue
-	logger.Info("stopped", "peer", peer, "cpu_seconds", cpu, "peak_rss", rss)
+	logger.Info("stopped", "peer", pr.spec, "cpu_seconds", cpu, "peak_rss", rss)
 	window := time.Since(begin) + time.Minute
-	samples, err := countSamples(ctx, vmURL, peer, window)
+	samples, err := countSamples(ctx, vmURL, pr.run, window)
 	if err != nil {
 		return result{}, err
 	}
 	return result{
-		peer: peer, cpuSeconds: cpu, peakRSS: rss, samples: samples,
+		peer: pr.spec, run: pr.run, cpuSeconds: cpu, peakRSS: rss, endRSS: endRSS, samples: samples,
 		expected: float64(len(addrs)*o.series) * o.duration.Seconds() / o.interval.Seconds(),
 	}, nil
+}
+
+// fetch saves the body of a GET of u into path.
+func fetch(ctx context.Context, u, path string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", u, resp.Status)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return fmt.Errorf("GET %s: %w", u, err)
+	}
+	return f.Close()
 }
 
 // usage reads CPU seconds (user+system) and peak RSS of a running process.
@@ -343,6 +482,24 @@ func usage(pid int) (float64, int64, error) {
 		}
 	}
 	return (utime + stime) / 100, hwm, nil
+}
+
+// statusKiB reads one kB field of /proc/<pid>/status, in bytes.
+func statusKiB(pid int, field string) (int64, error) {
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		if rest, ok := strings.CutPrefix(line, field+":"); ok {
+			kb, err := strconv.ParseInt(strings.Fields(rest)[0], 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("parse %s: %w", field, err)
+			}
+			return kb << 10, nil
+		}
+	}
+	return 0, fmt.Errorf("no %s in /proc/%d/status", field, pid)
 }
 
 // countSamples asks VictoriaMetrics how many samples of the node job
@@ -384,21 +541,60 @@ func render(o options, rs []result) string {
 	fmt.Fprintf(&b, "Workload: %d targets × %d series every %s for %s (%.0f samples/s)\n\n",
 		o.targets, o.series, o.interval, o.duration, float64(o.targets*o.series)/o.interval.Seconds())
 	w := tabwriter.NewWriter(&b, 0, 0, 1, ' ', tabwriter.Debug)
-	fmt.Fprintln(w, "| process\t CPU s\t CPU s / M samples\t peak RSS MiB\t RSS bytes / series\t samples arrived\t of expected\t")
-	fmt.Fprintln(w, "|---\t---\t---\t---\t---\t---\t---\t")
+	fmt.Fprintln(w, "| run\t process\t CPU s\t CPU s / M samples\t peak RSS MiB\t RSS bytes / series\t RSS at end MiB\t samples arrived\t of expected\t")
+	fmt.Fprintln(w, "|---\t---\t---\t---\t---\t---\t---\t---\t---\t")
 	for _, r := range rs {
 		perM := r.cpuSeconds / (r.samples / 1e6)
-		fmt.Fprintf(w, "| %s\t %.1f\t %.2f\t %.0f\t %.0f\t %.0f\t %.3f\t\n", r.peer, r.cpuSeconds, perM,
-			float64(r.peakRSS)/(1<<20), float64(r.peakRSS)/float64(o.targets*o.series), r.samples, r.samples/r.expected)
+		fmt.Fprintf(w, "| %s\t %s\t %.1f\t %.2f\t %.0f\t %.0f\t %.0f\t %.0f\t %.3f\t\n", r.run, r.peer, r.cpuSeconds, perM,
+			float64(r.peakRSS)/(1<<20), float64(r.peakRSS)/float64(o.targets*o.series), float64(r.endRSS)/(1<<20), r.samples, r.samples/r.expected)
 	}
 	w.Flush()
-	if len(rs) > 1 {
+	agg := aggregate(rs)
+	if len(agg) > 1 {
 		fmt.Fprintln(&b)
-		base := rs[0]
-		for _, r := range rs[1:] {
+		if len(agg) < len(rs) {
+			fmt.Fprintln(&b, "Repeated peers: samples per CPU-second over all their runs, median peak RSS.")
+			fmt.Fprintln(&b)
+		}
+		base := agg[0]
+		for _, r := range agg[1:] {
 			fmt.Fprintf(&b, "%s vs %s: samples per CPU-second %.2f×, peak RSS %.2f×\n", base.peer, r.peer,
 				(base.samples/base.cpuSeconds)/(r.samples/r.cpuSeconds), float64(base.peakRSS)/float64(r.peakRSS))
 		}
 	}
 	return b.String()
+}
+
+// aggregate merges the runs of each peer, in the order of first appearance:
+// CPU and samples summed, peak RSS the median of the runs.
+func aggregate(rs []result) []result {
+	var (
+		order []string
+		by    = map[string]*result{}
+		rss   = map[string][]int64{}
+	)
+	for _, r := range rs {
+		a, ok := by[r.peer]
+		if !ok {
+			a = &result{peer: r.peer}
+			by[r.peer] = a
+			order = append(order, r.peer)
+		}
+		a.cpuSeconds += r.cpuSeconds
+		a.samples += r.samples
+		a.expected += r.expected
+		rss[r.peer] = append(rss[r.peer], r.peakRSS)
+	}
+	out := make([]result, 0, len(order))
+	for _, p := range order {
+		v := rss[p]
+		slices.Sort(v)
+		a := by[p]
+		a.peakRSS = v[len(v)/2]
+		if len(v)%2 == 0 {
+			a.peakRSS = (v[len(v)/2-1] + v[len(v)/2]) / 2
+		}
+		out = append(out, *a)
+	}
+	return out
 }

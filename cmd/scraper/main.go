@@ -27,6 +27,8 @@ import (
 	"github.com/prometheus/common/promslog"
 	promslogflag "github.com/prometheus/common/promslog/flag"
 	"github.com/prometheus/prometheus/scrape"
+	"github.com/prometheus/prometheus/tsdb/agent"
+	"github.com/prometheus/prometheus/util/compression"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 
@@ -57,6 +59,8 @@ type flagConfig struct {
 	webListen       string
 	webExternal     string
 	storagePath     string
+	walCompression  bool
+	walCompressType string
 	leave           bool
 	handoffTimeout  time.Duration
 	flushDeadline   model.Duration
@@ -84,6 +88,10 @@ func newApp(cfg *flagConfig) *kingpin.Application {
 		Default("").StringVar(&cfg.webExternal)
 	a.Flag("storage.path", "Directory of the agent WAL and the persisted assignment (fail static).").
 		Default(defaultStoragePath).StringVar(&cfg.storagePath)
+	a.Flag("storage.agent.wal-compression", "Compress the agent WAL (as Prometheus's flag). If false, --storage.agent.wal-compression-type is ignored.").
+		Default("true").BoolVar(&cfg.walCompression)
+	a.Flag("storage.agent.wal-compression-type", "Compression algorithm of the agent WAL, used when --storage.agent.wal-compression is true (as Prometheus's flag).").
+		Hidden().Default(compression.Snappy).EnumVar(&cfg.walCompressType, compression.Snappy, compression.Zstd)
 	a.Flag("shutdown.leave", "On SIGTERM, Leave the coordinator (drain: hand every target over before stopping). A worker restarting in place may skip it: its lease holds its targets and its restarted self resumes them.").
 		Default("true").BoolVar(&cfg.leave)
 	a.Flag("shutdown.handoff-timeout", "Longest wait for the coordinator to hand the worker's targets over on shutdown (Leave).").
@@ -151,6 +159,7 @@ func runWorker(ctx context.Context, cfg flagConfig, logger *slog.Logger) error {
 		Capacity:        cfg.capacity,
 		Version:         version(),
 		StoragePath:     cfg.storagePath,
+		Agent:           agentOptions(cfg),
 		Scrape:          &scrape.Options{DiscoveryReloadInterval: cfg.discoveryReload},
 		ConfigHook:      cfg.remoteWrite.Apply,
 		SetGOGC:         true,
@@ -251,6 +260,17 @@ func runWorker(ctx context.Context, cfg flagConfig, logger *slog.Logger) error {
 		return nil
 	}
 	return err
+}
+
+// agentOptions are the WAL options the flags give: Prometheus agent mode's
+// defaults with the flags' compression.
+func agentOptions(cfg flagConfig) *agent.Options {
+	o := scraper.DefaultAgentOptions()
+	o.WALCompression = compression.None
+	if cfg.walCompression {
+		o.WALCompression = cfg.walCompressType
+	}
+	return o
 }
 
 // version is the module version the binary was built from.

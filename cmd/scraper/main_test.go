@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/prometheus/util/compression"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -78,6 +79,9 @@ scrape_configs:
 	c, body := get("http://" + web + "/metrics")
 	require.Equal(t, 200, c)
 	require.Contains(t, body, "prometheus_target_scrape_pools_total")
+	pc, pbody := get("http://" + web + "/debug/pprof/heap?debug=1")
+	require.Equal(t, 200, pc)
+	require.Contains(t, pbody, "heap profile:")
 	require.Contains(t, body, "prometheus_agent_active_series")
 	require.Contains(t, body, "shardscrape_scraper_ready 1")
 	c, _ = get("http://" + web + "/-/healthy")
@@ -171,4 +175,24 @@ func TestSIGTERM(t *testing.T) {
 	default:
 		t.Fatal("no Leave")
 	}
+}
+
+func TestWALCompressionFlags(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want compression.Type
+	}{
+		{nil, compression.Snappy}, // Prometheus agent mode's default
+		{[]string{"--storage.agent.wal-compression-type=zstd"}, compression.Zstd},
+		{[]string{"--no-storage.agent.wal-compression"}, compression.None},
+		{[]string{"--no-storage.agent.wal-compression", "--storage.agent.wal-compression-type=zstd"}, compression.None},
+	} {
+		cfg := flagConfig{}
+		_, err := newApp(&cfg).Parse(tc.args)
+		require.NoError(t, err, tc.args)
+		require.Equal(t, tc.want, agentOptions(cfg).WALCompression, tc.args)
+	}
+	cfg := flagConfig{}
+	_, err := newApp(&cfg).Parse([]string{"--storage.agent.wal-compression-type=lz4"})
+	require.ErrorContains(t, err, "lz4")
 }
