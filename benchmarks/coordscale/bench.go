@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
@@ -36,7 +35,12 @@ type options struct {
 	ackPoll        time.Duration
 	idle           time.Duration
 	timeout        time.Duration // per wait (full assignment, each event)
-	logger         *slog.Logger
+	logDir         string        // keeps the coordinator's output there when set
+	// settle: a state counts as converged once no view changed for this
+	// long after it (later moves, e.g. after heartbeats' loads, would
+	// show).
+	settle time.Duration
+	logger *slog.Logger
 }
 
 // totals sums the live views' counts.
@@ -72,6 +76,7 @@ type eventFigures struct {
 
 // scenarioResult holds every figure of one scenario.
 type scenarioResult struct {
+	kind     string // scenarioK8s or scenarioStatic
 	name     string
 	workload string
 	targets  int
@@ -79,8 +84,8 @@ type scenarioResult struct {
 	note     string
 
 	ready, joined time.Duration // from the coordinator's start
-	// apiLast: the fake API's last initial (non-watch) response; zero
-	// when not measured.
+	// apiLast: the fake API's last response write before full assignment;
+	// zero when not measured.
 	apiLast time.Duration
 	// delivered: the coordinator's syncer received the discovery update
 	// that brought the full count (debug log: line time − duration);
@@ -146,7 +151,8 @@ func (b *bench) totals(ws []*simWorker) (totals, time.Time) {
 }
 
 // check freezes every live view (their locks, in order) and runs the
-// exactly-once check; at is the last apply before the frozen state.
+// exactly-once check; at is the last update before the frozen state that
+// changed what a worker holds (removing OUTGOING targets does not).
 func (b *bench) check(ws []*simWorker) (res checkResult, at time.Time) {
 	views := make([]*view, len(ws))
 	for i, w := range ws {
@@ -155,8 +161,8 @@ func (b *bench) check(ws []*simWorker) (res checkResult, at time.Time) {
 		}
 		w.mu.Lock()
 		views[i] = w.v
-		if w.lastApply.After(at) {
-			at = w.lastApply
+		if w.lastOwning.After(at) {
+			at = w.lastOwning
 		}
 	}
 	defer func() {
@@ -171,7 +177,8 @@ func (b *bench) check(ws []*simWorker) (res checkResult, at time.Time) {
 
 // waitOwned waits until cond holds on the totals and the exactly-once check
 // passes. It returns when that state came about (its last apply).
-func (b *bench) waitOwned(ctx context.Context, what string, cond func(totals, []*simWorker) bool) (time.Time, checkResult, error) {
+// A value on fail (nil: none) ends the wait with that error.
+func (b *bench) waitOwned(ctx context.Context, what string, cond func(totals, []*simWorker) bool, fail <-chan error) (time.Time, checkResult, error) {
 	ctx, cancel := context.WithTimeout(ctx, b.opts.timeout)
 	defer cancel()
 	tick := time.NewTicker(250 * time.Millisecond)
@@ -183,11 +190,16 @@ func (b *bench) waitOwned(ctx context.Context, what string, cond func(totals, []
 		tot, _ := b.totals(ws)
 		if cond(tot, ws) && time.Now().After(nextFull) {
 			res, at := b.check(ws)
-			if res.ok {
+			switch {
+			case !res.ok:
+				lastProblem = res.problem
+				nextFull = time.Now().Add(200 * time.Millisecond)
+			case time.Since(at) >= b.opts.settle:
+				// No update since the verified state came about.
 				return at, res, nil
+			default:
+				nextFull = at.Add(b.opts.settle)
 			}
-			lastProblem = res.problem
-			nextFull = time.Now().Add(200 * time.Millisecond)
 		}
 		select {
 		case <-ctx.Done():
@@ -195,6 +207,8 @@ func (b *bench) waitOwned(ctx context.Context, what string, cond func(totals, []
 				what, b.opts.timeout, tot, lastProblem, ctx.Err(), b.coord.logs.tail(2<<10))
 		case <-b.coord.exited:
 			return time.Time{}, checkResult{}, fmt.Errorf("%s: coordinator exited (%v):\n%s", what, b.coord.exitErr, b.coord.logs.tail(4<<10))
+		case err := <-fail:
+			return time.Time{}, checkResult{}, fmt.Errorf("%s: %w", what, err)
 		case <-b.changed:
 		case <-tick.C:
 		}
@@ -255,14 +269,19 @@ func (b *bench) addWorker(ctx context.Context, i int) (*simWorker, error) {
 	b.mu.Lock()
 	b.workers = append(b.workers, w)
 	b.mu.Unlock()
+	return w, b.startWorker(ctx, w)
+}
+
+// startWorker starts w and waits for its Join.
+func (b *bench) startWorker(ctx context.Context, w *simWorker) error {
 	w.start(ctx)
 	select {
 	case <-w.joined:
-		return w, nil
+		return nil
 	case <-w.done:
-		return nil, fmt.Errorf("worker %s ended before joining: %w", w.id, w.err)
+		return fmt.Errorf("worker %s ended before joining: %w", w.id, w.err)
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return ctx.Err()
 	}
 }
 
@@ -277,8 +296,15 @@ func (b *bench) stopWorkers() {
 // runScenario runs one scenario: the coordinator started on cfgFile, the
 // workers joined, discovery's full target set assigned, a join, a leave,
 // then an idle period.
-func runScenario(ctx context.Context, o options, r *scenarioResult, cfgFile, dir string, expected map[jobAddr]struct{}, apiLast func() time.Time) (err error) {
-	coord, err := startCoordinator(coordOptions{bin: filepath.Join(o.bin, "coordinator"), configFile: cfgFile, dir: dir, updateInterval: o.updateInterval})
+//
+// release lets discovery deliver the targets; it is called once every
+// worker joined. apiLast, when not nil, says when the fake API last wrote.
+func runScenario(ctx context.Context, o options, r *scenarioResult, cfgFile, dir string, expected map[jobAddr]struct{}, release func() error, apiLast func() time.Time) (err error) {
+	logFile := ""
+	if o.logDir != "" {
+		logFile = filepath.Join(o.logDir, "coordinator-"+r.kind+".log")
+	}
+	coord, err := startCoordinator(coordOptions{bin: filepath.Join(o.bin, "coordinator"), configFile: cfgFile, dir: dir, updateInterval: o.updateInterval, logFile: logFile})
 	if err != nil {
 		return err
 	}
@@ -323,10 +349,26 @@ func runScenario(ctx context.Context, o options, r *scenarioResult, cfgFile, dir
 	}()
 	defer func() { stopPoll(); <-pollDone }()
 
+	// Every worker joins at once, as a StatefulSet's pods would.
+	var jwg sync.WaitGroup
+	jerrs := make([]error, o.workers)
+	ws := make([]*simWorker, o.workers)
 	for i := range o.workers {
-		if _, err := b.addWorker(ctx, i); err != nil {
+		w, err := newSimWorker(coord.grpc, fmt.Sprintf("sim-%03d", i), o.ackPoll, b.changed)
+		if err != nil {
 			return err
 		}
+		ws[i] = w
+	}
+	b.mu.Lock()
+	b.workers = ws
+	b.mu.Unlock()
+	for i, w := range ws {
+		jwg.Go(func() { jerrs[i] = b.startWorker(ctx, w) })
+	}
+	jwg.Wait()
+	if err := errors.Join(jerrs...); err != nil {
+		return err
 	}
 	for _, w := range b.live() {
 		select {
@@ -339,14 +381,24 @@ func runScenario(ctx context.Context, o options, r *scenarioResult, cfgFile, dir
 	}
 	r.joined = since(time.Now())
 	o.logger.Info("workers joined", "scenario", r.name, "workers", o.workers, "after", r.joined)
+	// Discovery may answer now: the figures are those of a full target
+	// set assigned to a full fleet, not of joins one by one.
+	if err := release(); err != nil {
+		return err
+	}
 
 	fullAt, res, err := b.waitOwned(ctx, "full assignment", func(t totals, _ []*simWorker) bool {
 		return t.active == len(expected) && t.incoming == 0
-	})
+	}, nil)
 	if err != nil {
 		return err
 	}
 	r.full = since(fullAt)
+	if apiLast != nil {
+		if t := apiLast(); !t.IsZero() {
+			r.apiLast = since(t)
+		}
+	}
 	u, err := coord.usage()
 	if err != nil {
 		return err
@@ -377,11 +429,6 @@ func runScenario(ctx context.Context, o options, r *scenarioResult, cfgFile, dir
 				r.delivered, r.relabeled, r.haveSync = since(s.received), since(s.applied), true
 				break
 			}
-		}
-	}
-	if apiLast != nil {
-		if t := apiLast(); !t.IsZero() {
-			r.apiLast = since(t)
 		}
 	}
 	if r.haveSync && r.delivered < r.joined {
@@ -440,7 +487,7 @@ func (b *bench) joinEvent(ctx context.Context, r *scenarioResult, before ownersh
 	at, res, err := b.waitOwned(ctx, "join", func(t totals, ws []*simWorker) bool {
 		a, _, _, _ := joiner.counts()
 		return t.active == len(b.expected) && t.incoming == 0 && a > 0
-	})
+	}, nil)
 	if err != nil {
 		return err
 	}
@@ -497,47 +544,44 @@ func (b *bench) leaveEvent(ctx context.Context, r *scenarioResult) error {
 		err       error
 	}
 	lc := make(chan leaveRes, 1)
+	failed := make(chan error, 1)
 	go func() {
 		lctx, cancel := context.WithTimeout(ctx, b.opts.timeout)
 		defer cancel()
 		resp, err := leaver.leave(lctx)
 		lr := leaveRes{at: time.Now(), err: err}
-		if err == nil {
-			lr.drained, lr.remaining = resp.GetDrained(), resp.GetRemainingTargetCount()
+		if err != nil {
+			failed <- err
+			lc <- lr
+			return
 		}
+		lr.drained, lr.remaining = resp.GetDrained(), resp.GetRemainingTargetCount()
+		// Leave returned: the worker stops every target (drained: without
+		// waiting for OUTGOING updates) and exits; its view goes.
+		leaver.stop()
+		b.mu.Lock()
+		b.workers[0] = nil
+		b.mu.Unlock()
 		lc <- lr
+		select {
+		case b.changed <- struct{}{}:
+		default:
+		}
 	}()
 	at, res, err := b.waitOwned(ctx, "leave", func(t totals, ws []*simWorker) bool {
-		a, _, _, _ := leaver.counts()
-		return t.active == len(b.expected) && t.incoming == 0 && a == 0
-	})
+		return ws[0] == nil && t.active == len(b.expected) && t.incoming == 0
+	}, failed)
 	if err != nil {
 		return err
 	}
-	e.converged = at.Sub(start)
-	var lr leaveRes
-	select {
-	case lr = <-lc:
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	if lr.err != nil {
-		return lr.err
-	}
+	lr := <-lc
 	e.leaveReturned, e.drained, e.remaining = lr.at.Sub(start), lr.drained, lr.remaining
-	// Leave returned: the worker stops, its view goes.
-	leaver.stop()
-	b.mu.Lock()
-	b.workers[0] = nil
-	b.mu.Unlock()
+	e.converged = max(at.Sub(start), e.leaveReturned)
 	cleanAt, err := b.waitNoOutgoing(ctx)
 	if err != nil {
 		return err
 	}
-	e.cleaned = cleanAt.Sub(start)
-	if lr.at.Sub(start) > e.cleaned {
-		e.cleaned = lr.at.Sub(start)
-	}
+	e.cleaned = max(cleanAt.Sub(start), e.leaveReturned)
 	u1, err := b.coord.usage()
 	if err != nil {
 		return err
@@ -545,40 +589,74 @@ func (b *bench) leaveEvent(ctx context.Context, r *scenarioResult) error {
 	e.cpu = u1.CPU - u0.CPU
 	e.wire, e.wireMax = wireDelta(w0, b.wire())
 	e.moved = moved(before, res.owners)
-	e.countsAfter = sortedCounts(res.owners, len(b.live()))[1:] // the leaver's empty slot
+	e.countsAfter = sortedCounts(res.owners, len(b.live()))[1:] // without the leaver's empty slot
 	r.counts = e.countsAfter
 	b.opts.logger.Info("leave converged", "scenario", r.name, "after", e.converged, "moved", e.moved, "drained", e.drained)
 	return nil
 }
 
-// apiRecorder wraps the fakes' handler and records when the last initial
-// (non-watch, non-blocking) discovery request was answered.
+// apiRecorder wraps the fakes' handler: it holds every request until
+// released, and records when it last wrote a response byte (Kubernetes
+// SD's watch-list streams and Consul's queries alike).
 type apiRecorder struct {
-	next http.Handler
-	mu   sync.Mutex
-	last time.Time
+	next    http.Handler
+	gate    chan struct{}
+	release func()
+	mu      sync.Mutex
+	last    time.Time
+}
+
+func newAPIRecorder(next http.Handler) *apiRecorder {
+	a := &apiRecorder{next: next, gate: make(chan struct{})}
+	a.release = sync.OnceFunc(func() { close(a.gate) })
+	return a
 }
 
 func (a *apiRecorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	a.next.ServeHTTP(w, r)
-	q := r.URL.Query()
-	initial := q.Get("watch") != "true" && q.Get("watch") != "1" && q.Get("index") == ""
-	if initial && (strings.HasPrefix(r.URL.Path, "/api") || strings.HasPrefix(r.URL.Path, "/v1/")) {
-		a.mu.Lock()
-		a.last = time.Now()
-		a.mu.Unlock()
+	select {
+	case <-a.gate:
+	case <-r.Context().Done():
+		return
 	}
+	a.next.ServeHTTP(&recordingWriter{ResponseWriter: w, a: a}, r)
 }
 
-func (a *apiRecorder) lastInitial() time.Time {
+func (a *apiRecorder) wrote() {
+	a.mu.Lock()
+	a.last = time.Now()
+	a.mu.Unlock()
+}
+
+func (a *apiRecorder) lastWrite() time.Time {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.last
 }
 
+// recordingWriter tells its apiRecorder of every write and flush.
+type recordingWriter struct {
+	http.ResponseWriter
+	a *apiRecorder
+}
+
+func (w *recordingWriter) Write(p []byte) (int, error) {
+	n, err := w.ResponseWriter.Write(p)
+	w.a.wrote()
+	return n, err
+}
+
+func (w *recordingWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+	w.a.wrote()
+}
+
+func (w *recordingWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
 // runFleet is scenario A: the fleet's Consul and Kubernetes fakes.
 func runFleet(ctx context.Context, o options) (*scenarioResult, error) {
-	r := &scenarioResult{name: fmt.Sprintf("%s nodes × %d pods", thousands(o.nodes), o.podsPerNode)}
+	r := &scenarioResult{kind: scenarioK8s, name: fmt.Sprintf("%s nodes × %d pods", thousands(o.nodes), o.podsPerNode)}
 	dir, err := os.MkdirTemp("", "coordscale-fleet-")
 	if err != nil {
 		return nil, fmt.Errorf("temp dir: %w", err)
@@ -596,7 +674,8 @@ func runFleet(ctx context.Context, o options) (*scenarioResult, error) {
 	if err != nil {
 		return nil, fmt.Errorf("fake API listener: %w", err)
 	}
-	rec := &apiRecorder{next: f.Handler()}
+	rec := newAPIRecorder(f.Handler())
+	defer rec.release()
 	srv := &http.Server{Handler: rec, ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = srv.Serve(lis) }()
 	// Close, not Shutdown: watches and blocking queries stay open.
@@ -616,22 +695,29 @@ func runFleet(ctx context.Context, o options) (*scenarioResult, error) {
 	if err := os.WriteFile(cfgFile, []byte(renderFleetConfig(lis.Addr().String())), 0o600); err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
-	return r, runScenario(ctx, o, r, cfgFile, dir, expected, rec.lastInitial)
+	release := func() error { rec.release(); return nil }
+	return r, runScenario(ctx, o, r, cfgFile, dir, expected, release, rec.lastWrite)
 }
 
 // runStatic is scenario B: generated targets in one file_sd file.
 func runStatic(ctx context.Context, o options) (*scenarioResult, error) {
-	r := &scenarioResult{name: fmt.Sprintf("%s static targets", thousands(o.staticTargets))}
+	r := &scenarioResult{kind: scenarioStatic, name: fmt.Sprintf("%s static targets", thousands(o.staticTargets))}
 	dir, err := os.MkdirTemp("", "coordscale-static-")
 	if err != nil {
 		return nil, fmt.Errorf("temp dir: %w", err)
 	}
 	defer os.RemoveAll(dir)
-	file := filepath.Join(dir, "targets.json")
-	if err := writeStaticTargets(file, o.staticTargets); err != nil {
+	// Written aside, renamed into place once the workers joined: file_sd
+	// watches the directory and reads it then.
+	file := filepath.Join(dir, "sd", "targets.json")
+	aside := filepath.Join(dir, "targets.json.tmp")
+	if err := os.Mkdir(filepath.Dir(file), 0o755); err != nil {
+		return nil, fmt.Errorf("file_sd dir: %w", err)
+	}
+	if err := writeStaticTargets(aside, o.staticTargets); err != nil {
 		return nil, err
 	}
-	st, err := os.Stat(file)
+	st, err := os.Stat(aside)
 	if err != nil {
 		return nil, fmt.Errorf("file_sd targets: %w", err)
 	}
@@ -642,7 +728,13 @@ func runStatic(ctx context.Context, o options) (*scenarioResult, error) {
 	if err := os.WriteFile(cfgFile, []byte(renderStaticConfig(file)), 0o600); err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
-	return r, runScenario(ctx, o, r, cfgFile, dir, staticExpected(o.staticTargets), nil)
+	release := func() error {
+		if err := os.Rename(aside, file); err != nil {
+			return fmt.Errorf("file_sd targets: %w", err)
+		}
+		return nil
+	}
+	return r, runScenario(ctx, o, r, cfgFile, dir, staticExpected(o.staticTargets), release, nil)
 }
 
 // runBench runs the chosen scenarios and writes the report.

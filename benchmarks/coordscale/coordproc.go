@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -26,6 +27,7 @@ type coordProc struct {
 	exited   chan struct{}
 	exitErr  error
 	logs     *tailBuffer
+	logFile  *os.File
 	mu       sync.Mutex
 	syncs    []syncRecord // "Discovery update applied" debug lines
 	stopOnce sync.Once
@@ -45,6 +47,8 @@ type coordOptions struct {
 	configFile     string
 	dir            string // --storage.path
 	updateInterval time.Duration
+	// logFile, when set, receives a copy of the coordinator's output.
+	logFile string
 }
 
 // startCoordinator starts the binary on free loopback ports with debug
@@ -76,6 +80,15 @@ func startCoordinator(o coordOptions) (*coordProc, error) {
 		return nil, fmt.Errorf("coordinator stderr: %w", err)
 	}
 	c.cmd.Stdout = c.logs
+	var out io.Reader = stderr
+	if o.logFile != "" {
+		f, err := os.Create(o.logFile)
+		if err != nil {
+			return nil, fmt.Errorf("coordinator log: %w", err)
+		}
+		c.logFile = f
+		out = io.TeeReader(stderr, f)
+	}
 	c.started = time.Now()
 	if err := c.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", o.bin, err)
@@ -83,11 +96,14 @@ func startCoordinator(o coordOptions) (*coordProc, error) {
 	scanned := make(chan struct{})
 	go func() {
 		defer close(scanned)
-		c.scan(stderr)
+		c.scan(out)
 	}()
 	go func() {
 		<-scanned
 		c.exitErr = c.cmd.Wait()
+		if c.logFile != nil {
+			_ = c.logFile.Close()
+		}
 		close(c.exited)
 	}()
 	return c, nil

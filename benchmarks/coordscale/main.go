@@ -34,6 +34,8 @@ func main() {
 	a.Flag("ack-poll", "How often a simulated worker sends the acks of its incoming targets (a real worker: 1s after a real first scrape).").Default("100ms").DurationVar(&o.ackPoll)
 	a.Flag("idle", "Steady period with no change, for the coordinator's idle CPU.").Default("30s").DurationVar(&o.idle)
 	a.Flag("timeout", "Longest wait for each phase (full assignment, a join, a leave).").Default("10m").DurationVar(&o.timeout)
+	a.Flag("settle", "A state counts as converged once no worker's view changed for this long after it.").Default("6s").DurationVar(&o.settle)
+	a.Flag("coordinator.log-dir", "Keep the coordinator's output (debug level) in this directory, one file per scenario.").Default("").StringVar(&o.logDir)
 	if _, err := a.Parse(os.Args[1:]); err != nil {
 		fmt.Fprintf(os.Stderr, "Error parsing command-line arguments: %v\n", err)
 		os.Exit(2)

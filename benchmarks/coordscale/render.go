@@ -1,6 +1,7 @@
 package main
 
 import (
+	"debug/buildinfo"
 	"fmt"
 	"strconv"
 	"strings"
@@ -13,6 +14,30 @@ import (
 const reportScenario = "coordinator-scale"
 
 func reportFile(dir string, t time.Time) string { return report.FileName(dir, reportScenario, t) }
+
+// vcsRevision names the commit the binary was built from, when its build
+// information says.
+func vcsRevision(bin string) string {
+	bi, err := buildinfo.ReadFile(bin)
+	if err != nil {
+		return ""
+	}
+	var rev, modified string
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			if s.Value == "true" {
+				modified = ", modified tree"
+			}
+		}
+	}
+	if rev == "" {
+		return ""
+	}
+	return "; commit " + rev[:min(12, len(rev))] + modified
+}
 
 func thousands(n int) string { return report.Float(float64(n), 0) }
 
@@ -50,11 +75,11 @@ func gap(measured, goal float64, unit func(float64) string) (string, string) {
 func renderReport(o options, bin string, results []*scenarioResult, now time.Time) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# Coordinator at high node counts, %s\n\n", now.UTC().Format("2006-01-02 15:04 UTC"))
-	fmt.Fprintf(&b, "`go run ./benchmarks/coordscale -scenario %s -workers %d -nodes %d -pods-per-node %d -static-targets %d -discovery.update-interval %s -ack-poll %s -idle %s`\n\n",
-		o.scenario, o.workers, o.nodes, o.podsPerNode, o.staticTargets, o.updateInterval, o.ackPoll, o.idle)
+	fmt.Fprintf(&b, "`go run ./benchmarks/coordscale --scenario %s --workers %d --nodes %d --pods-per-node %d --static-targets %d --discovery.update-interval %s --ack-poll %s --idle %s --settle %s`\n\n",
+		o.scenario, o.workers, o.nodes, o.podsPerNode, o.staticTargets, o.updateInterval, o.ackPoll, o.idle, o.settle)
 	b.WriteString("## Machine\n\n")
 	b.WriteString(report.Detect().Markdown())
-	fmt.Fprintf(&b, "- Coordinator: `%s` (%s)\n\n", bin, report.Version(bin))
+	fmt.Fprintf(&b, "- Coordinator: `%s` (%s%s)\n\n", bin, report.Version(bin), vcsRevision(bin))
 
 	b.WriteString("## Method\n\n")
 	fmt.Fprintf(&b, `The real coordinator binary runs as a child process on loopback ports with default flags except
@@ -72,19 +97,24 @@ are counted on the wire (a counting net.Conn under each stream's connection: HTT
 
 "Fully assigned" / "converged": every expected target is ACTIVE on exactly one view, none INCOMING (every
 handoff acked), nothing unexpected, and the views' (job, __address__) pairs are exactly the expected set
-(built from the fleet's nodes and pods or the generated file, not from the coordinator); the time is the
-last view update before that state was verified. OUTGOING targets (stopped, awaiting removal) are allowed;
+(built from the fleet's nodes and pods or the generated file, not from the coordinator), and no view
+changed for `+"`--settle`"+` (%s) after it; the time is the last view update before that state. OUTGOING targets (stopped, awaiting removal) are allowed;
 "outgoing removed" is when no view holds one any more (the coordinator removes them after the old owner's
 next heartbeat reports the generation: up to one heartbeat interval).
 
 Discovery anchors, all from the coordinator's start: "syncer received" is the debug line "Discovery update
 applied" of the update that brought the full count, its time minus its duration (so relabeling and the
 core's UpdateTargets come after it); "targets_discovered full" is the first 50 ms poll of /metrics reading
-the full count (set after relabeling, just before the core's UpdateTargets); "fake API answered" is the
-fakes' last initial (non-watch, non-blocking) response: discovery then still waits for the next
-update-interval tick. The goal figures count from "syncer received".
+the full count (set after relabeling, just before the core's UpdateTargets); "fake API's last response write" is
+the last byte the fakes wrote before full assignment (Kubernetes SD then still builds its groups, and the
+discovery manager waits for its next update-interval tick). The goal figures count from "syncer
+received".
 
-`, o.updateInterval, o.workers, o.ackPoll)
+The fakes hold every request, and the file_sd file is renamed into its watched directory, only once every
+worker has joined (all at once, as a StatefulSet's pods): the figures are those of a full target set
+assigned to a full fleet.
+
+`, o.updateInterval, o.workers, o.ackPoll, o.settle)
 
 	goals := report.Table{Header: []string{"goal (issue 6)", "measured", "", "gap"}}
 	for _, r := range results {
@@ -139,7 +169,7 @@ func (r *scenarioResult) table() report.Table {
 	t.Add("coordinator ready", dur(r.ready), "from its start, /-/ready polled every 50 ms")
 	t.Add("workers joined", dur(r.joined), "every worker joined and applied its first (empty) snapshot")
 	if r.apiLast > 0 {
-		t.Add("fake API answered (last initial response)", dur(r.apiLast), "before full assignment")
+		t.Add("fake API's last response write", dur(r.apiLast), "read at full assignment (watch-list streams included)")
 	}
 	if r.haveSync {
 		t.Add("syncer received the full discovery update", dur(r.delivered), "debug log: line time − duration")

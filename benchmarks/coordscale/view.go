@@ -247,6 +247,9 @@ type applied struct {
 	// newScraped: targets the worker did not scrape before and does now
 	// (it reports their load).
 	newScraped []uint64
+	// owning: the update changed which targets the worker holds ACTIVE or
+	// INCOMING (a snapshot always counts); removing OUTGOING ones does not.
+	owning bool
 }
 
 // apply applies u (all its parts merged) as scraper's assignment.apply
@@ -274,11 +277,20 @@ func (v *view) apply(u *update) (applied, error) {
 			}
 		}
 		for _, id := range u.removed {
+			if t, ok := next[id]; ok && t.state != stateOutgoing {
+				res.owning = true
+			}
 			delete(next, id)
 		}
 	}
+	if u.snapshot || len(u.removedJobs) > 0 {
+		res.owning = true
+	}
 	for _, t := range u.upserts {
 		prev, had := old[t.id]
+		if !had && t.state != stateOutgoing || had && prev.state != t.state {
+			res.owning = true
+		}
 		if t.state == stateIncoming && (!had || prev.state != stateIncoming) {
 			res.newIncoming = append(res.newIncoming, t.id)
 		}

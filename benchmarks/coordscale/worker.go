@@ -55,15 +55,21 @@ type simWorker struct {
 	mu        sync.Mutex
 	v         *view
 	lastApply time.Time
-	acks      []*pb.HandoffAck
-	loads     []uint64
+	// lastOwning: the last update that changed what the worker holds
+	// ACTIVE or INCOMING.
+	lastOwning time.Time
+	acks       []*pb.HandoffAck
+	loads      []uint64
 
-	epoch  atomic.Uint64
-	joined chan struct{} // closed after the first Join
-	first  chan struct{} // closed after the first applied update
-	err    error         // why run ended, other than its context
-	cancel context.CancelFunc
-	done   chan struct{}
+	epoch atomic.Uint64
+	// leaving: Leave was called; a lost lease is not joined again (the
+	// coordinator releases the worker when Leave returns).
+	leaving atomic.Bool
+	joined  chan struct{} // closed after the first Join
+	first   chan struct{} // closed after the first applied update
+	err     error         // why run ended, other than its context
+	cancel  context.CancelFunc
+	done    chan struct{}
 }
 
 // newSimWorker dials the coordinator twice: one connection for unary
@@ -140,7 +146,7 @@ func (w *simWorker) run(ctx context.Context) error {
 		err = <-errc
 		cancel()
 		<-errc
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || w.leaving.Load() {
 			return nil
 		}
 		if !leaseLost(err) {
@@ -274,6 +280,9 @@ func (w *simWorker) apply(u *update) error {
 	res, err := w.v.apply(u)
 	if err == nil {
 		w.lastApply = now
+		if res.owning {
+			w.lastOwning = now
+		}
 		for _, id := range res.newIncoming {
 			w.acks = append(w.acks, &pb.HandoffAck{TargetId: id, ScrapeTime: timestamppb.New(now), Up: true})
 		}
@@ -298,6 +307,7 @@ func (w *simWorker) apply(u *update) error {
 
 // leave calls Leave while the worker keeps heartbeating and watching.
 func (w *simWorker) leave(ctx context.Context) (*pb.LeaveResponse, error) {
+	w.leaving.Store(true)
 	resp, err := w.client.Leave(ctx, &pb.LeaveRequest{WorkerId: w.id, LeaseEpoch: w.epoch.Load()})
 	if err != nil {
 		return nil, fmt.Errorf("worker %s: leave: %w", w.id, err)
