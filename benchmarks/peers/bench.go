@@ -53,7 +53,6 @@ type sweepStep struct {
 	measurement
 	Skipped string   // why the step did not run (the RSS prediction)
 	Behind  []string // fallsBehind reasons
-	Err     string
 }
 
 // newBench starts VictoriaMetrics and the fleet; close stops them.
@@ -156,10 +155,15 @@ func (b *bench) all(ctx context.Context) (result, error) {
 			if ctx.Err() != nil {
 				return res, ctx.Err()
 			}
-			if err != nil {
-				return res, fmt.Errorf("steady run of %s: %w", peer, err)
-			}
 			m.Round = r
+			if err != nil {
+				// Recorded, and the run goes on: one peer's failure
+				// should not cost the others' figures.
+				m.Err = err.Error()
+				b.logger.Error("Steady run failed", "peer", peer, "round", r, "err", err)
+				res.steady = append(res.steady, m)
+				continue
+			}
 			b.logger.Info("Steady run done", "peer", peer, "round", r, "samples_per_cpu_second", m.SamplesPerCPUSecond(),
 				"peak_rss", m.PeakRSS, "lost_fraction", m.LostFraction(), "p99_delay", m.DelayP99)
 			res.steady = append(res.steady, m)
@@ -365,7 +369,7 @@ func (b *bench) runPeer(ctx context.Context, peer, run string, n int, window tim
 
 	s := proxy.Stats()
 	m.ProxySamples = s.InWindow.Samples
-	m.BodyBytes, m.WireSamples, m.ReportSamples = s.BodyBytes, s.All.WireSamples(), s.All.ReportSamples
+	m.BodyBytes, m.WireSamples, m.ReportSamples = s.BodyBytes, s.All.WireSamples(), s.InWindow.ReportSamples
 	m.WriteRequests, m.DecodeErrors = s.WriteRequests, s.DecodeErrors
 	m.Protocols = protocols(s.Protocols)
 	m.DelayP50, m.DelayP99, m.DelayMax = s.InWindow.Delay.Quantile(0.5), s.InWindow.Delay.Quantile(0.99), s.InWindow.Delay.Max()

@@ -37,9 +37,12 @@ type measurement struct {
 	// ProxySamples are the samples the proxy saw with timestamps in the
 	// window, same exclusions (the cross-check of Delivered).
 	ProxySamples uint64
+	// ReportSamples are the samples of up and scrape_* stamped in the
+	// window (proxy): the scrapers' own series, kept out of Delivered,
+	// ProxySamples and the delays.
+	ReportSamples uint64
 	// Wire figures of the whole run (start to exit), from the proxy.
 	BodyBytes, WireSamples uint64
-	ReportSamples          uint64
 	WriteRequests          uint64
 	DecodeErrors           uint64
 	Protocols              string
@@ -48,6 +51,10 @@ type measurement struct {
 
 	// Coordinator is the shardscrape coordinator's usage (informational).
 	Coordinator *usageFigures
+
+	// Err says why the run failed ("" when it did not); its figures are
+	// then incomplete.
+	Err string
 }
 
 // usageFigures is a side process's cost.

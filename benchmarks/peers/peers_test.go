@@ -301,6 +301,22 @@ func TestRatioRounds(t *testing.T) {
 	require.Equal(t, "prometheus-agent (round 3)", st.Rows[5][0])
 }
 
+func TestFailedRun(t *testing.T) {
+	base := steadyMeasurement()
+	failed := measurement{Peer: peerVMAgent, Run: "steady", Err: "vmagent exited"}
+	agent := steadyMeasurement()
+	agent.Peer = peerAgent
+	ms := []measurement{base, failed, agent}
+	st := steadyTable(ms)
+	require.Equal(t, []string{peerVMAgent, "failed: vmagent exited"}, st.Rows[1])
+	rt, ok := ratioTable(ms)
+	require.True(t, ok)
+	require.Len(t, rt.Rows, 1, "no ratio against a failed run")
+	require.Equal(t, peerAgent, rt.Rows[0][0])
+	_, ok = ratioTable([]measurement{{Peer: peerShardscrape, Err: "x"}, agent})
+	require.False(t, ok, "no ratio from a failed shardscrape run")
+}
+
 func TestChartFile(t *testing.T) {
 	require.Equal(t, filepath.Join("out", "2026-11-25-worker-sweep.svg"), chartFile("out", time.Date(2026, 11, 25, 23, 0, 0, 0, time.UTC)))
 }

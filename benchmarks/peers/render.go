@@ -35,12 +35,16 @@ func steadyTable(ms []measurement) report.Table {
 		"process", "CPU s (window)", "CPU s (lifetime)", "CPU s / M samples", "samples / CPU s",
 		"peak RSS", "RSS bytes / series", "bytes sent / sample", "p50 delay ms", "p99 delay ms", "max delay ms",
 		"samples served", "delivered (VM)", "delivered (proxy)", "lost", "lost %", "scrapes served / nominal",
-		"write requests", "protocol", "decode errors",
+		"up/scrape_* samples", "write requests", "protocol", "decode errors",
 	}}
 	for _, m := range ms {
 		name := m.Peer
 		if m.Run != "steady" && m.Round > 0 {
 			name += fmt.Sprintf(" (round %d)", m.Round)
+		}
+		if m.Err != "" {
+			t.Add(name, "failed: "+m.Err)
+			continue
 		}
 		t.Add(name, seconds(m.CPUWindow), seconds(m.CPULifetime), report.Float(m.CPUPerMillion(), 2),
 			report.Float(m.SamplesPerCPUSecond(), 0), bytesIEC(m.PeakRSS), report.Float(m.RSSPerSeries(), 0),
@@ -48,7 +52,7 @@ func steadyTable(ms []measurement) report.Table {
 			report.Float(m.Served(), 0), report.Float(m.Delivered, 0), report.Float(float64(m.ProxySamples), 0),
 			report.Float(m.Lost(), 0), percent(m.LostFraction()),
 			report.Float(m.ScrapesServed, 0)+" / "+report.Float(m.NominalScrapes(), 0),
-			report.Float(float64(m.WriteRequests), 0), m.Protocols, report.Float(float64(m.DecodeErrors), 0))
+			report.Float(float64(m.ReportSamples), 0), report.Float(float64(m.WriteRequests), 0), m.Protocols, report.Float(float64(m.DecodeErrors), 0))
 		if m.Coordinator != nil {
 			t.Add(name+" coordinator (informational)", seconds(m.Coordinator.CPUWindow), "", "", "",
 				bytesIEC(m.Coordinator.PeakRSS), report.Float(ratio(float64(m.Coordinator.PeakRSS), m.ActiveSeries()), 0))
@@ -81,12 +85,12 @@ func ratioTable(ms []measurement) (report.Table, bool) {
 	var peers []string
 	ratios := map[string][][]float64{} // peer → figure → one ratio per round
 	for _, m := range ms {
-		if m.Peer == basePeer {
+		if m.Peer == basePeer || m.Err != "" {
 			continue
 		}
 		var base *measurement
 		for i := range ms {
-			if ms[i].Peer == basePeer && ms[i].Round == m.Round {
+			if ms[i].Peer == basePeer && ms[i].Round == m.Round && ms[i].Err == "" {
 				base = &ms[i]
 			}
 		}
@@ -261,6 +265,7 @@ const methods = `- **CPU s (window)**: utime + stime of the measured process fro
 - **peak RSS**: the larger of VmHWM (/proc/<pid>/status) just before SIGTERM and the exited process's rusage maxrss; **RSS bytes / series** = peak RSS ÷ (targets × series per target).
 - **bytes sent / sample**: request body bytes as sent (compressed) ÷ every sample on the wire (report series and staleness markers included), over the whole run, from the proxy.
 - **delay**: arrival time at the proxy − sample timestamp, for every target sample stamped in the window (ms resolution; up/scrape_* excluded).
+- **up/scrape_* samples**: the samples of the scrapers' own series (up, scrape_*) stamped in the window, from the proxy: counted apart, in no other figure but bytes sent / sample. vmagent sends more of them than Prometheus (scrape_series_added, scrape_timeout_seconds, …).
 - The drain after a window waits until a sample stamped one interval past the window's end arrived and the window's count reached what was served or stopped growing (≥ 2 intervals, ≥ 6 s), at most ` + "`-drain.max`" + `; only then is the process stopped.
 `
 

@@ -58,5 +58,14 @@ func run(ctx context.Context, o options, args []string, logger *slog.Logger, std
 	}
 	fmt.Fprint(stdout, printTables(res))
 	logger.Info("Results written", "markdown", mdPath, "chart", svgName)
+	var failed []string
+	for _, m := range res.steady {
+		if m.Err != "" {
+			failed = append(failed, fmt.Sprintf("%s (%s): %s", m.Peer, m.Run, m.Err))
+		}
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("steady runs failed: %s", strings.Join(failed, "; "))
+	}
 	return nil
 }
