@@ -32,6 +32,7 @@ type options struct {
 	podsPerNode    int
 	staticTargets  int
 	updateInterval time.Duration
+	leaseTTL       time.Duration // passed to the coordinator when set
 	ackPoll        time.Duration
 	idle           time.Duration
 	timeout        time.Duration // per wait (full assignment, each event)
@@ -304,7 +305,7 @@ func runScenario(ctx context.Context, o options, r *scenarioResult, cfgFile, dir
 	if o.logDir != "" {
 		logFile = filepath.Join(o.logDir, "coordinator-"+r.kind+".log")
 	}
-	coord, err := startCoordinator(coordOptions{bin: filepath.Join(o.bin, "coordinator"), configFile: cfgFile, dir: dir, updateInterval: o.updateInterval, logFile: logFile})
+	coord, err := startCoordinator(coordOptions{bin: filepath.Join(o.bin, "coordinator"), configFile: cfgFile, dir: dir, updateInterval: o.updateInterval, leaseTTL: o.leaseTTL, logFile: logFile})
 	if err != nil {
 		return err
 	}

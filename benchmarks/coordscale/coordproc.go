@@ -47,6 +47,7 @@ type coordOptions struct {
 	configFile     string
 	dir            string // --storage.path
 	updateInterval time.Duration
+	leaseTTL       time.Duration // 0: the coordinator's default
 	// logFile, when set, receives a copy of the coordinator's output.
 	logFile string
 }
@@ -72,6 +73,9 @@ func startCoordinator(o coordOptions) (*coordProc, error) {
 		"--discovery.update-interval="+o.updateInterval.String(),
 		"--log.level=debug",
 	)
+	if o.leaseTTL > 0 {
+		c.cmd.Args = append(c.cmd.Args, "--lease.ttl="+o.leaseTTL.String())
+	}
 	// Its own process group: a terminal's Ctrl-C reaches the benchmark,
 	// which stops the coordinator by pid.
 	c.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

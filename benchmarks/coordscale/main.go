@@ -31,6 +31,7 @@ func main() {
 	a.Flag("pods-per-node", "Fleet pods per node (scenario k8s).").Default("30").IntVar(&o.podsPerNode)
 	a.Flag("static-targets", "Generated file_sd targets (scenario static).").Default("1000000").IntVar(&o.staticTargets)
 	a.Flag("discovery.update-interval", "Passed to the coordinator (discovery.Manager's batching).").Default("5s").DurationVar(&o.updateInterval)
+	a.Flag("lease.ttl", "Passed to the coordinator when set (its default: 15s; workers heartbeat every third of it).").Default("0s").DurationVar(&o.leaseTTL)
 	a.Flag("ack-poll", "How often a simulated worker sends the acks of its incoming targets (a real worker: 1s after a real first scrape).").Default("100ms").DurationVar(&o.ackPoll)
 	a.Flag("idle", "Steady period with no change, for the coordinator's idle CPU.").Default("30s").DurationVar(&o.idle)
 	a.Flag("timeout", "Longest wait for each phase (full assignment, a join, a leave).").Default("10m").DurationVar(&o.timeout)
