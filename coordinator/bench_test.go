@@ -89,21 +89,34 @@ func BenchmarkCoordinator(b *testing.B) {
 	}
 }
 
-// BenchmarkFullPath is the path the binary takes for a full change: the
-// discovered groups (1M static targets in 100 groups, every address new)
-// go through the relabel pipeline cold (Prometheus's PopulateLabels per
-// target), then UpdateTargets, then the streams to 200 raw clients.
-// s/relabel is the pipeline's share of s/update.
+// BenchmarkFullPath is the path the binary takes for a full change, timed
+// from discovery's delivery (what discovery.Manager sends on its sync
+// channel, after its update interval) to every worker's stream having
+// received its update: the discovered groups go through the relabel
+// pipeline cold (Prometheus's PopulateLabels per target, every address
+// new), then UpdateTargets, then the streams to 200 raw clients. s/relabel
+// is the pipeline's share of s/update.
+//
+// targets=1000000: 1M static targets in 100 groups of 10,000.
+// nodes=5000: a cluster of 5,000 nodes × 30 pods, as Kubernetes pod
+// discovery gives it (a group per pod, its container port a target, the
+// usual prometheus.io annotations relabeling) plus each node's
+// node_exporter through Consul (one service group): 155,000 targets.
 func BenchmarkFullPath(b *testing.B) {
 	if testing.Short() {
 		b.Skip("large size skipped under -short")
 	}
-	benchCoordinator(b, 200, 1_000_000, true, newBenchPipeline(b))
+	b.Run("targets=1000000", func(b *testing.B) {
+		benchCoordinator(b, 200, 1_000_000, true, newBenchPipeline(b))
+	})
+	b.Run("nodes=5000", func(b *testing.B) {
+		benchCoordinator(b, 200, 5000*31, true, newClusterPipeline(b, 5000, 30))
+	})
 }
 
 // benchSource makes the targets of a round: prepare, untimed, returns the
 // timed step.
-type benchSource func(round int) (timed func() []relabel.Target)
+type benchSource func(round int) (timed func() map[string][]relabel.Target)
 
 func newBenchPipeline(b *testing.B) benchSource {
 	p, err := relabel.NewPipeline(relabel.PipelineOptions{}, nil, prometheus.NewRegistry())
@@ -111,7 +124,7 @@ func newBenchPipeline(b *testing.B) benchSource {
 	cfg, err := config.Load("scrape_configs:\n- job_name: bench\n", nil)
 	require.NoError(b, err)
 	require.NoError(b, p.ApplyConfig(cfg))
-	return func(round int) func() []relabel.Target {
+	return func(round int) func() map[string][]relabel.Target {
 		const groupsN, perGroup = 100, 10_000
 		groups := make([]*targetgroup.Group, groupsN)
 		for g := range groups {
@@ -123,10 +136,119 @@ func newBenchPipeline(b *testing.B) benchSource {
 			}
 			groups[g] = tg
 		}
-		return func() []relabel.Target {
+		return func() map[string][]relabel.Target {
 			ts, errs := p.Targets("bench", groups)
 			require.Empty(b, errs)
-			return ts
+			return map[string][]relabel.Target{"bench": ts}
+		}
+	}
+}
+
+// clusterYAML is a Kubernetes pods job and a Consul node_exporter job as
+// commonly configured (their SD configs left out: the groups are given).
+const clusterYAML = `
+scrape_configs:
+- job_name: kubernetes-pods
+  relabel_configs:
+  - source_labels: [__meta_kubernetes_pod_annotation_prometheus_io_scrape]
+    action: keep
+    regex: true
+  - source_labels: [__meta_kubernetes_pod_annotation_prometheus_io_path]
+    regex: (.+)
+    target_label: __metrics_path__
+  - source_labels: [__address__, __meta_kubernetes_pod_annotation_prometheus_io_port]
+    regex: ([^:]+)(?::\d+)?;(\d+)
+    replacement: $1:$2
+    target_label: __address__
+  - action: labelmap
+    regex: __meta_kubernetes_pod_label_(.+)
+  - source_labels: [__meta_kubernetes_namespace]
+    target_label: namespace
+  - source_labels: [__meta_kubernetes_pod_name]
+    target_label: pod
+  - source_labels: [__meta_kubernetes_pod_node_name]
+    target_label: node
+- job_name: consul-nodes
+  relabel_configs:
+  - source_labels: [__meta_consul_tags]
+    regex: .*,metrics,.*
+    action: keep
+  - source_labels: [__meta_consul_node]
+    target_label: node
+`
+
+// newClusterPipeline gives nodes × pods Kubernetes pod groups and a Consul
+// group of nodes node_exporters; round changes every pod and node address.
+func newClusterPipeline(b *testing.B, nodes, pods int) benchSource {
+	p, err := relabel.NewPipeline(relabel.PipelineOptions{}, nil, prometheus.NewRegistry())
+	require.NoError(b, err)
+	cfg, err := config.Load(clusterYAML, nil)
+	require.NoError(b, err)
+	require.NoError(b, p.ApplyConfig(cfg))
+	return func(round int) func() map[string][]relabel.Target {
+		ip := func(n int) string {
+			return fmt.Sprintf("%d.%d.%d.%d", 10+round%100, n>>16&255, n>>8&255, n&255)
+		}
+		podGroups := make([]*targetgroup.Group, 0, nodes*pods)
+		consul := &targetgroup.Group{Source: "node-exporter", Labels: model.LabelSet{
+			"__meta_consul_service": "node-exporter", "__meta_consul_dc": "dc1"}}
+		for n := range nodes {
+			node := fmt.Sprintf("node-%05d", n)
+			for k := range pods {
+				i := n*pods + k
+				app := fmt.Sprintf("app-%d", i%500)
+				name := fmt.Sprintf("%s-%08x-%d", app, i, round)
+				podGroups = append(podGroups, &targetgroup.Group{
+					Source: "pod/ns-" + strconv.Itoa(i%50) + "/" + name,
+					Labels: model.LabelSet{
+						"__meta_kubernetes_namespace":                                  model.LabelValue("ns-" + strconv.Itoa(i%50)),
+						"__meta_kubernetes_pod_name":                                   model.LabelValue(name),
+						"__meta_kubernetes_pod_ip":                                     model.LabelValue(ip(i)),
+						"__meta_kubernetes_pod_node_name":                              model.LabelValue(node),
+						"__meta_kubernetes_pod_host_ip":                                model.LabelValue(ip(1<<20 + n)),
+						"__meta_kubernetes_pod_uid":                                    model.LabelValue(fmt.Sprintf("%08x-0000-4000-8000-%012x", i, round)),
+						"__meta_kubernetes_pod_ready":                                  "true",
+						"__meta_kubernetes_pod_phase":                                  "Running",
+						"__meta_kubernetes_pod_controller_kind":                        "ReplicaSet",
+						"__meta_kubernetes_pod_controller_name":                        model.LabelValue(app + "-5d8f7c9b4"),
+						"__meta_kubernetes_pod_label_app":                              model.LabelValue(app),
+						"__meta_kubernetes_pod_labelpresent_app":                       "true",
+						"__meta_kubernetes_pod_label_pod_template_hash":                "5d8f7c9b4",
+						"__meta_kubernetes_pod_labelpresent_pod_template_hash":         "true",
+						"__meta_kubernetes_pod_annotation_prometheus_io_scrape":        "true",
+						"__meta_kubernetes_pod_annotationpresent_prometheus_io_scrape": "true",
+						"__meta_kubernetes_pod_annotation_prometheus_io_port":          "8080",
+						"__meta_kubernetes_pod_annotationpresent_prometheus_io_port":   "true",
+					},
+					Targets: []model.LabelSet{{
+						model.AddressLabel:                              model.LabelValue(ip(i) + ":8080"),
+						"__meta_kubernetes_pod_container_name":          "app",
+						"__meta_kubernetes_pod_container_image":         "registry.example/app:1.2.3",
+						"__meta_kubernetes_pod_container_port_name":     "http-metrics",
+						"__meta_kubernetes_pod_container_port_number":   "8080",
+						"__meta_kubernetes_pod_container_port_protocol": "TCP",
+						"__meta_kubernetes_pod_container_init":          "false",
+						"__meta_kubernetes_pod_container_id":            model.LabelValue(fmt.Sprintf("containerd://%016x", i)),
+					}},
+				})
+			}
+			consul.Targets = append(consul.Targets, model.LabelSet{
+				model.AddressLabel:           model.LabelValue(ip(1<<20+n) + ":9100"),
+				"__meta_consul_node":         model.LabelValue(node),
+				"__meta_consul_tags":         ",metrics,",
+				"__meta_consul_service_id":   model.LabelValue("node-exporter-" + node),
+				"__meta_consul_service_port": "9100",
+				"__meta_consul_health":       "passing",
+			})
+		}
+		return func() map[string][]relabel.Target {
+			out := map[string][]relabel.Target{}
+			for job, groups := range map[string][]*targetgroup.Group{"kubernetes-pods": podGroups, "consul-nodes": {consul}} {
+				ts, errs := p.Targets(job, groups)
+				require.Empty(b, errs)
+				out[job] = ts
+			}
+			return out
 		}
 	}
 }
@@ -244,9 +366,9 @@ func benchStream(b *testing.B, ctx context.Context, lis *bufconn.Listener, req *
 // UpdateTargets (benchTargets), else they come from src, timed.
 func benchCoordinator(b *testing.B, nWorkers, nTargets int, raw bool, src benchSource) {
 	if src == nil {
-		src = func(round int) func() []relabel.Target {
+		src = func(round int) func() map[string][]relabel.Target {
 			ts := benchTargets("bench", nTargets, round)
-			return func() []relabel.Target { return ts }
+			return func() map[string][]relabel.Target { return map[string][]relabel.Target{"bench": ts} }
 		}
 	}
 	e := newEnv(b, nil, nil, Options{})
@@ -286,10 +408,9 @@ func benchCoordinator(b *testing.B, nWorkers, nTargets int, raw bool, src benchS
 	}
 	round := 0
 	update := func() uint64 {
-		ts := src(round)()
-		old := fmt.Sprint(round - 1)
+		byJob := src(round)()
 		round++
-		e.c.UpdateTargets(map[string][]relabel.Target{"bench": ts, old: nil})
+		e.c.UpdateTargets(byJob)
 		e.c.mu.Lock()
 		defer e.c.mu.Unlock()
 		return e.c.gen
@@ -332,10 +453,10 @@ func benchCoordinator(b *testing.B, nWorkers, nTargets int, raw bool, src benchS
 		}
 		b.StartTimer()
 		start := time.Now()
-		ts := produce()
+		byJob := produce()
 		inSource += time.Since(start)
 		called := time.Now()
-		e.c.UpdateTargets(map[string][]relabel.Target{"bench": ts})
+		e.c.UpdateTargets(byJob)
 		e.c.mu.Lock()
 		gen := e.c.gen
 		e.c.mu.Unlock()

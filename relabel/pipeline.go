@@ -84,9 +84,10 @@ type Pipeline struct {
 }
 
 type jobState struct {
-	mu    sync.Mutex
-	cfg   *config.ScrapeConfig
-	cache map[string]*groupResult // by group source
+	mu     sync.Mutex
+	cfg    *config.ScrapeConfig
+	filter *metaFilter             // of cfg's relabel_configs
+	cache  map[string]*groupResult // by group source
 }
 
 type groupResult struct {
@@ -185,13 +186,13 @@ func (p *Pipeline) ApplyScrapeConfigs(scs []*config.ScrapeConfig) {
 		if old, ok := p.jobs[sc.JobName]; ok {
 			old.mu.Lock()
 			if old.cfg != sc {
-				old.cfg, old.cache = sc, map[string]*groupResult{}
+				old.cfg, old.filter, old.cache = sc, newMetaFilter(sc.RelabelConfigs), map[string]*groupResult{}
 			}
 			old.mu.Unlock()
 			jobs[sc.JobName] = old
 			continue
 		}
-		jobs[sc.JobName] = &jobState{cfg: sc, cache: map[string]*groupResult{}}
+		jobs[sc.JobName] = &jobState{cfg: sc, filter: newMetaFilter(sc.RelabelConfigs), cache: map[string]*groupResult{}}
 	}
 	for job := range p.jobs {
 		if _, ok := jobs[job]; !ok {
@@ -258,7 +259,7 @@ func (p *Pipeline) Targets(job string, groups []*targetgroup.Group) ([]Target, [
 	results := make([]*groupResult, len(groups))
 	hashes := make([]uint64, len(groups))
 	var stale []int
-	p.parallel(len(groups), func(i int) {
+	p.parallel(len(groups), func(_, i int) {
 		tg := groups[i]
 		if tg == nil {
 			return
@@ -289,9 +290,15 @@ func (p *Pipeline) Targets(job string, groups []*targetgroup.Group) ([]Target, [
 		}
 	}
 	parts := make([]groupResult, len(chunks))
-	p.parallel(len(chunks), func(i int) {
+	// Builders per goroutine: Kubernetes gives a group per pod, so most
+	// chunks are one target.
+	scratch := make([]*relabelScratch, p.opts.Parallelism)
+	p.parallel(len(chunks), func(w, i int) {
+		if scratch[w] == nil {
+			scratch[w] = newRelabelScratch()
+		}
 		c := chunks[i]
-		p.relabel(job, j.cfg, groups[c.g], c.lo, c.hi, results[c.g].pods, &parts[i])
+		p.relabel(job, j.cfg, j.filter, scratch[w], groups[c.g], c.lo, c.hi, results[c.g].pods, &parts[i])
 	})
 	for i, c := range chunks {
 		r := results[c.g]
@@ -367,29 +374,41 @@ func (p *Pipeline) podsUnchanged(r *groupResult, tg *targetgroup.Group, hasVersi
 	return true
 }
 
-// parallel calls f(0..n-1) on up to Parallelism goroutines.
-func (p *Pipeline) parallel(n int, f func(i int)) {
+// parallel calls f(w, 0..n-1) on up to Parallelism goroutines, w being
+// the goroutine's number (below Parallelism).
+func (p *Pipeline) parallel(n int, f func(w, i int)) {
 	workers := min(p.opts.Parallelism, n)
 	if workers <= 1 {
 		for i := range n {
-			f(i)
+			f(0, i)
 		}
 		return
 	}
 	var next atomic.Int64
 	var wg sync.WaitGroup
-	for range workers {
+	for w := range workers {
 		wg.Go(func() {
 			for {
 				i := int(next.Add(1)) - 1
 				if i >= n {
 					return
 				}
-				f(i)
+				f(w, i)
 			}
 		})
 	}
 	wg.Wait()
+}
+
+// relabelScratch is one goroutine's reused builders and pruned label sets.
+type relabelScratch struct {
+	lb   *labels.Builder
+	db   labels.ScratchBuilder
+	t, g model.LabelSet
+}
+
+func newRelabelScratch() *relabelScratch {
+	return &relabelScratch{lb: labels.NewBuilder(labels.EmptyLabels()), db: labels.NewScratchBuilder(32)}
 }
 
 func (p *Pipeline) lookup(tLabels, tgLabels model.LabelSet) *Pod {
@@ -415,10 +434,11 @@ func addressHost(addr string) string {
 }
 
 // relabel runs targets lo..hi of tg through enrichment and relabeling into
-// out, recording the pod each mapped to in pods.
-func (p *Pipeline) relabel(job string, cfg *config.ScrapeConfig, tg *targetgroup.Group, lo, hi int, pods []*Pod, out *groupResult) {
-	lb := labels.NewBuilder(labels.EmptyLabels())
-	db := labels.NewScratchBuilder(32)
+// out, recording the pod each mapped to in pods. Relabeling sees the labels
+// filter leaves.
+func (p *Pipeline) relabel(job string, cfg *config.ScrapeConfig, filter *metaFilter, sc *relabelScratch, tg *targetgroup.Group, lo, hi int, pods []*Pod, out *groupResult) {
+	lb, db := sc.lb, &sc.db
+	gLabels := filter.prune(tg.Labels, &sc.g)
 	for i := lo; i < hi; i++ {
 		tLabels := tg.Targets[i]
 		if pod := p.lookup(tLabels, tg.Labels); pod != nil {
@@ -426,7 +446,7 @@ func (p *Pipeline) relabel(job string, cfg *config.ScrapeConfig, tg *targetgroup
 			tLabels = Enrich(tLabels, tg.Labels, pod, p.names)
 			out.enriched++
 		}
-		lset, err := scrape.PopulateLabels(lb, cfg, tLabels, tg.Labels)
+		lset, err := scrape.PopulateLabels(lb, cfg, filter.prune(tLabels, &sc.t), gLabels)
 		if err != nil {
 			// As scrape.TargetsFromGroup words it.
 			out.errs = append(out.errs, fmt.Errorf("instance %d in group %s: %w", i, tg, err))
@@ -437,7 +457,7 @@ func (p *Pipeline) relabel(job string, cfg *config.ScrapeConfig, tg *targetgroup
 			continue
 		}
 		st := scrape.NewTarget(lset, cfg, tLabels, tg.Labels)
-		t := Target{ID: targetid.Of(job, st), Job: job, Labels: discoveredLabels(&db, tLabels, tg.Labels)}
+		t := Target{ID: targetid.Of(job, st), Job: job, Labels: discoveredLabels(db, tLabels, tg.Labels)}
 		t.Address = t.Labels.Get(model.AddressLabel)
 		if p.opts.OwnershipKey == OwnershipKeyAddress {
 			t.Key = xxhash.Sum64String(t.Address)
