@@ -7,9 +7,10 @@
 //
 // It decodes Prometheus remote write 1.0 (snappy prometheus.WriteRequest),
 // 2.0 (snappy io.prometheus.write.v2.Request) and vmagent's VictoriaMetrics
-// protocol (zstd prometheus.WriteRequest) with Prometheus's own decoders. A
-// body that does not decode is still forwarded, and counted as a decode
-// error.
+// protocol (zstd prometheus.WriteRequest), walking the protobuf wire format
+// without unmarshalling (it runs on the machine it measures); tests check
+// its counts against Prometheus's own decoders. A body that does not decode
+// is still forwarded, and counted as a decode error.
 //
 // Samples of the series a scraper adds about each scrape (up, scrape_*:
 // IsReportSeries) and Prometheus staleness markers are counted apart from
@@ -264,7 +265,7 @@ func (p *Proxy) count(r *http.Request, body []byte, arrived time.Time) {
 	window := p.stats.Window
 	p.mu.Unlock()
 	err := decode(proto, body, func(s sample) {
-		tally[key{report: IsReportSeries(s.name), stale: s.stale, window: window.Contains(s.ts), ts: s.ts}]++
+		tally[key{report: s.report, stale: s.stale, window: window.Contains(s.ts), ts: s.ts}]++
 		maxTS = max(maxTS, s.ts)
 	})
 

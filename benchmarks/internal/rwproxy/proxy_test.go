@@ -84,7 +84,7 @@ func series(t0 time.Time) []prompb.TimeSeries {
 	}
 }
 
-func v1Body(t *testing.T, ts []prompb.TimeSeries) []byte {
+func v1Body(t testing.TB, ts []prompb.TimeSeries) []byte {
 	t.Helper()
 	raw, err := (&prompb.WriteRequest{Timeseries: ts}).Marshal()
 	require.NoError(t, err)
