@@ -283,8 +283,8 @@ func (b *bench) runPeer(ctx context.Context, peer, run string, n int, window tim
 			return m, err
 		}
 		if time.Now().After(deadline) {
-			return m, fmt.Errorf("%s: no full round of scrapes arrived within %s (served %.0f scrapes, %d samples arrived; logs in %s)",
-				peer, warmupMax, b.scrapesServed()-served0, proxy.Stats().All.Samples, pdir)
+			return m, fmt.Errorf("%s: no full round of scrapes arrived within %s (served %.0f scrapes, %d samples arrived)%s",
+				peer, warmupMax, b.scrapesServed()-served0, proxy.Stats().All.Samples, measured.logTail())
 		}
 		if err := sleep(ctx, pollEvery); err != nil {
 			return m, err
@@ -412,7 +412,7 @@ func (b *bench) check(ctx context.Context, p *proc) error {
 		return err
 	}
 	if !p.running() {
-		return fmt.Errorf("%s (pid %d) exited during the run (log: %s)", p.name, p.pid(), p.logPath)
+		return fmt.Errorf("%s (pid %d) exited during the run%s", p.name, p.pid(), p.logTail())
 	}
 	return nil
 }

@@ -303,7 +303,7 @@ func TestRatioRounds(t *testing.T) {
 
 func TestFailedRun(t *testing.T) {
 	base := steadyMeasurement()
-	failed := measurement{Peer: peerVMAgent, Run: "steady", Err: "vmagent exited"}
+	failed := measurement{Peer: peerVMAgent, Run: "steady", Err: "vmagent exited\n--- last output of vmagent ---\npanic"}
 	agent := steadyMeasurement()
 	agent.Peer = peerAgent
 	ms := []measurement{base, failed, agent}

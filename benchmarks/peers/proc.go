@@ -107,9 +107,23 @@ func (p *proc) stop() error {
 	defer p.mu.Unlock()
 	var exit *exec.ExitError
 	if errors.As(p.err, &exit) {
-		return fmt.Errorf("%s (pid %d) exited: %w (log: %s)", p.name, p.pid(), p.err, p.logPath)
+		return fmt.Errorf("%s (pid %d) exited: %w%s", p.name, p.pid(), p.err, p.logTail())
 	}
 	return p.err
+}
+
+// logTail is the end of the process's output (the temp dir holding the
+// log is gone once the run ends, so errors carry it).
+func (p *proc) logTail() string {
+	const n = 2048
+	b, err := os.ReadFile(p.logPath)
+	if err != nil {
+		return ""
+	}
+	if len(b) > n {
+		b = b[len(b)-n:]
+	}
+	return "\n--- last output of " + p.name + " ---\n" + string(b)
 }
 
 // usage reads the running process's CPU time and memory from /proc.
@@ -145,10 +159,10 @@ func (p *proc) waitReady(url string, timeout time.Duration) error {
 			}
 		}
 		if !p.running() {
-			return fmt.Errorf("%s exited before %s answered 200 (log: %s)", p.name, url, p.logPath)
+			return fmt.Errorf("%s exited before %s answered 200%s", p.name, url, p.logTail())
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%s not ready at %s after %s (log: %s)", p.name, url, timeout, p.logPath)
+			return fmt.Errorf("%s not ready at %s after %s%s", p.name, url, timeout, p.logTail())
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

@@ -20,6 +20,16 @@ func chartFile(dir string, t time.Time) string {
 	return filepath.Join(dir, t.UTC().Format("2006-01-02")+"-worker-sweep.svg")
 }
 
+// shortErr is an error's first line, at most 300 characters (the full one
+// is in the log).
+func shortErr(s string) string {
+	s, _, _ = strings.Cut(s, "\n")
+	if r := []rune(s); len(r) > 300 {
+		s = string(r[:300]) + "…"
+	}
+	return s
+}
+
 func bytesIEC(n uint64) string { return report.Bytes(float64(n)) }
 
 func seconds(d time.Duration) string { return report.Float(d.Seconds(), 2) }
@@ -43,7 +53,7 @@ func steadyTable(ms []measurement) report.Table {
 			name += fmt.Sprintf(" (round %d)", m.Round)
 		}
 		if m.Err != "" {
-			t.Add(name, "failed: "+m.Err)
+			t.Add(name, "failed: "+shortErr(m.Err))
 			continue
 		}
 		t.Add(name, seconds(m.CPUWindow), seconds(m.CPULifetime), report.Float(m.CPUPerMillion(), 2),
@@ -147,7 +157,7 @@ func sweepTable(steps []sweepStep) report.Table {
 			t.Add(report.Float(float64(s.Targets), 0), s.Peer, report.Float(s.ActiveSeries(), 0), "", "", "", "", "", "", "", "not run: "+s.Skipped)
 			continue
 		case s.Err != "":
-			verdict = "failed: " + s.Err
+			verdict = "failed: " + shortErr(s.Err)
 		case len(s.Behind) > 0:
 			verdict = "falls behind: " + strings.Join(s.Behind, "; ")
 		}
