@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/shardscrape/shardscrape/internal/fleet"
+	"github.com/shardscrape/shardscrape/internal/testenv"
 )
 
 // Scenario names (-scenario).
@@ -98,10 +99,13 @@ type scenarioResult struct {
 	full       time.Duration
 	cpuFull    time.Duration
 	rssFull    uint64
-	wireFull   int64
-	wireMaxW   int64
-	payload    int64
-	counts     []int
+	// benchCPU: the benchmark process's own CPU (fakes, simulated
+	// workers) from the coordinator's start to full assignment.
+	benchCPU time.Duration
+	wireFull int64
+	wireMaxW int64
+	payload  int64
+	counts   []int
 
 	join, leave eventFigures
 	idle        time.Duration
@@ -314,6 +318,10 @@ func runScenario(ctx context.Context, o options, r *scenarioResult, cfgFile, dir
 			err = serr
 		}
 	}()
+	self0, err := testenv.ProcUsage(os.Getpid())
+	if err != nil {
+		return err
+	}
 	b := &bench{opts: o, coord: coord, expected: expected, changed: make(chan struct{}, 1)}
 	defer b.stopWorkers()
 	since := func(t time.Time) time.Duration { return t.Sub(coord.started) }
@@ -405,6 +413,9 @@ func runScenario(ctx context.Context, o options, r *scenarioResult, cfgFile, dir
 		return err
 	}
 	r.cpuFull, r.rssFull = u.CPU, u.PeakRSSBytes
+	if self1, err := testenv.ProcUsage(os.Getpid()); err == nil {
+		r.benchCPU = self1.CPU - self0.CPU
+	}
 	r.wireFull, r.wireMaxW = wireDelta(nil, b.wire())
 	for _, w := range b.live() {
 		r.payload += w.payload.Load()

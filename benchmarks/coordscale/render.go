@@ -180,12 +180,17 @@ func (r *scenarioResult) table() report.Table {
 	if d, how, ok := r.assignAfterDiscovery(); ok && r.full > 0 {
 		t.Add("**discovery → fully assigned**", "**"+secs(d)+"**", how)
 	}
+	if r.haveSync && r.full > 0 {
+		t.Add("… syncer received → handed to the core", secs(r.relabeled-r.delivered), "relabeling (Prometheus's PopulateLabels per target) and the core's UpdateTargets")
+		t.Add("… handed to the core → fully assigned", secs(r.full-r.relabeled), "streams sent, received and applied by the workers")
+	}
 	if r.metricFull > 0 && r.full > 0 {
 		t.Add("targets_discovered full → fully assigned", secs(r.full-r.metricFull), "")
 	}
 	if r.full > 0 {
 		t.Add("coordinator CPU at full assignment", secs(r.cpuFull), "since its start (discovery, relabeling, assignment, streams)")
 		t.Add("coordinator peak RSS at full assignment", report.Bytes(float64(r.rssFull)), "VmHWM")
+		t.Add("benchmark process CPU meanwhile", secs(r.benchCPU), "the fakes and the simulated workers, on the same 2 cores")
 		t.Add("assignment stream bytes (wire), all workers", report.Bytes(float64(r.wireFull)), "since each stream opened; payload "+report.Bytes(float64(r.payload)))
 		t.Add("… per worker, max", report.Bytes(float64(r.wireMaxW)), "")
 		if len(r.counts) > 0 {
