@@ -303,6 +303,7 @@ func (b *bench) runPeer(ctx context.Context, peer, run string, n int, window tim
 	if err != nil {
 		return m, err
 	}
+	self0, _ := testenv.ProcUsage(os.Getpid())
 	var c0 testenv.Usage
 	if side != nil {
 		if c0, err = side.usage(); err != nil {
@@ -333,6 +334,9 @@ func (b *bench) runPeer(ctx context.Context, peer, run string, n int, window tim
 		return m, err
 	}
 	m.CPUWindow = u1.CPU - u0.CPU
+	if self1, err := testenv.ProcUsage(os.Getpid()); err == nil {
+		m.BenchCPU = self1.CPU - self0.CPU
+	}
 	if side != nil {
 		if c1, err := side.usage(); err == nil {
 			m.Coordinator = &usageFigures{CPUWindow: c1.CPU - c0.CPU, PeakRSS: c1.PeakRSSBytes}

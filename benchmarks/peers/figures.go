@@ -49,6 +49,11 @@ type measurement struct {
 	// Delays (arrival − sample timestamp) of the window's samples.
 	DelayP50, DelayP99, DelayMax time.Duration
 
+	// BenchCPU is this program's own CPU time in the window: the fleet
+	// serving the targets and the proxy counting, on the same cores as
+	// the peer (informational).
+	BenchCPU time.Duration
+
 	// Coordinator is the shardscrape coordinator's usage (informational).
 	Coordinator *usageFigures
 
