@@ -189,14 +189,22 @@ func (c *Coordinator) buildUpdate(w *worker, sess *session) []part {
 		// (see appendTarget), not built as a million small messages.
 		b.raw = make([]byte, 0, min(b.limit, len(items)*upsertSizeHint(&items[0])))
 	}
-	var body []byte
+	lenHint := 0
 	for i := range items {
-		// One pass over the labels: encode the Target, then copy it
-		// behind its tag and length.
-		body = appendTarget(body[:0], &items[i])
-		b.add(1 + protowire.SizeBytes(len(body)))
-		b.raw = protowire.AppendTag(b.raw, fieldUpserts, protowire.BytesType)
-		b.raw = protowire.AppendBytes(b.raw, body)
+		// Encoded in place behind its tag and length (appendUpsert); an
+		// upsert that does not fit the part opens the next.
+		start := len(b.raw)
+		b.raw, lenHint = appendUpsert(b.raw, &items[i], lenHint)
+		n := len(b.raw) - start
+		if !b.empty && b.size+n > b.limit {
+			elem := b.raw[start:]
+			b.raw = b.raw[:start:start]
+			b.flush(true)
+			b.start()
+			b.raw = append(b.raw, elem...)
+		}
+		b.size += n
+		b.empty = false
 	}
 	return b.finish()
 }
@@ -359,10 +367,11 @@ func appendTarget(b []byte, it *item) []byte {
 	b = protowire.AppendFixed64(b, it.id)
 	b = appendString(b, fieldTargetJob, validUTF8(it.job))
 	it.lbls.Range(func(l labels.Label) {
+		name, value := validUTF8(l.Name), validUTF8(l.Value)
 		b = protowire.AppendTag(b, fieldTargetLabels, protowire.BytesType)
-		b = protowire.AppendVarint(b, uint64(labelSize(l)))
-		b = appendString(b, fieldLabelName, validUTF8(l.Name))
-		b = appendString(b, fieldLabelValue, validUTF8(l.Value))
+		b = protowire.AppendVarint(b, uint64(stringSize(name)+stringSize(value)))
+		b = appendString(b, fieldLabelName, name)
+		b = appendString(b, fieldLabelValue, value)
 	})
 	if it.state != 0 {
 		b = protowire.AppendTag(b, fieldTargetState, protowire.VarintType)
@@ -373,6 +382,31 @@ func appendTarget(b []byte, it *item) []byte {
 		b = protowire.AppendVarint(b, uint64(it.replica))
 	}
 	return b
+}
+
+// appendUpsert appends it as a WatchAssignmentsResponse.upserts element:
+// tag, length, Target, as proto.Marshal does. The Target is encoded in
+// place behind room for its length, guessed from lenHint (the previous
+// element's length), and moved when the guess was wrong. It returns the
+// Target's length, the next hint.
+func appendUpsert(b []byte, it *item, lenHint int) ([]byte, int) {
+	b = protowire.AppendTag(b, fieldUpserts, protowire.BytesType)
+	room := protowire.SizeVarint(uint64(lenHint))
+	at := len(b)
+	for range room {
+		b = append(b, 0)
+	}
+	b = appendTarget(b, it)
+	n := len(b) - at - room
+	if need := protowire.SizeVarint(uint64(n)); need != room {
+		if need > room {
+			b = append(b, make([]byte, need-room)...)
+		}
+		copy(b[at+need:], b[at+room:at+room+n])
+		b = b[:at+need+n]
+	}
+	protowire.AppendVarint(b[at:at], uint64(n))
+	return b, n
 }
 
 func validUTF8(s string) string {

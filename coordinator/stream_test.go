@@ -350,6 +350,19 @@ func TestAppendTarget(t *testing.T) {
 	wantRaw, err := proto.MarshalOptions{Deterministic: true}.Marshal(want)
 	require.NoError(t, err)
 	require.Equal(t, wantRaw, raw)
+	// appendUpsert encodes the same whatever its length hint: right, too
+	// short (the Target moves up) or too long (it moves down).
+	for _, hint := range []int{-1, 0, 1, 130, 1 << 20} {
+		var got []byte
+		n := hint
+		for i := range items {
+			got, n = appendUpsert(got, &items[i], max(n, 0))
+			if hint >= 0 {
+				n = hint
+			}
+		}
+		require.Equal(t, wantRaw, got, "hint %d", hint)
+	}
 
 	m := &shardscrapev1.WatchAssignmentsResponse{Generation: 5, RemovedTargetIds: []uint64{9}}
 	m.ProtoReflect().SetUnknown(protoreflect.RawFields(raw))
