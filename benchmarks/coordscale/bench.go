@@ -180,40 +180,62 @@ func (b *bench) check(ws []*simWorker) (res checkResult, at time.Time) {
 	return checkExactlyOnce(views, b.expected), at
 }
 
+// sample is what the benchmark reads when it first verifies a state:
+// the coordinator's and its own usage, and the streams' bytes.
+type sample struct {
+	coord, self testenv.Usage
+	wire        []int64
+}
+
+func (b *bench) sample() sample {
+	var s sample
+	s.coord, _ = b.coord.usage()
+	s.self, _ = testenv.ProcUsage(os.Getpid())
+	s.wire = b.wire()
+	return s
+}
+
 // waitOwned waits until cond holds on the totals and the exactly-once check
-// passes. It returns when that state came about (its last apply).
-// A value on fail (nil: none) ends the wait with that error.
-func (b *bench) waitOwned(ctx context.Context, what string, cond func(totals, []*simWorker) bool, fail <-chan error) (time.Time, checkResult, error) {
+// passes, and no view changed for the settle time after. It returns when
+// that state came about (its last change) and the sample taken when it was
+// first verified (within one check of its coming about: up to about
+// 0.5 s at 1M targets). A value on fail (nil: none) ends the wait with that
+// error.
+func (b *bench) waitOwned(ctx context.Context, what string, cond func(totals, []*simWorker) bool, fail <-chan error) (time.Time, checkResult, sample, error) {
 	ctx, cancel := context.WithTimeout(ctx, b.opts.timeout)
 	defer cancel()
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
 	var lastProblem string
-	var nextFull time.Time
+	var nextFull, candidate time.Time
+	var smp sample
 	for {
 		ws := b.live()
 		tot, _ := b.totals(ws)
 		if cond(tot, ws) && time.Now().After(nextFull) {
 			res, at := b.check(ws)
+			if res.ok && !at.Equal(candidate) {
+				candidate, smp = at, b.sample()
+			}
 			switch {
 			case !res.ok:
 				lastProblem = res.problem
 				nextFull = time.Now().Add(200 * time.Millisecond)
 			case time.Since(at) >= b.opts.settle:
 				// No update since the verified state came about.
-				return at, res, nil
+				return at, res, smp, nil
 			default:
 				nextFull = at.Add(b.opts.settle)
 			}
 		}
 		select {
 		case <-ctx.Done():
-			return time.Time{}, checkResult{}, fmt.Errorf("%s: not reached within %s (totals %+v; last check: %s): %w\n%s",
+			return time.Time{}, checkResult{}, smp, fmt.Errorf("%s: not reached within %s (totals %+v; last check: %s): %w\n%s",
 				what, b.opts.timeout, tot, lastProblem, ctx.Err(), b.coord.logs.tail(2<<10))
 		case <-b.coord.exited:
-			return time.Time{}, checkResult{}, fmt.Errorf("%s: coordinator exited (%v):\n%s", what, b.coord.exitErr, b.coord.logs.tail(4<<10))
+			return time.Time{}, checkResult{}, smp, fmt.Errorf("%s: coordinator exited (%v):\n%s", what, b.coord.exitErr, b.coord.logs.tail(4<<10))
 		case err := <-fail:
-			return time.Time{}, checkResult{}, fmt.Errorf("%s: %w", what, err)
+			return time.Time{}, checkResult{}, smp, fmt.Errorf("%s: %w", what, err)
 		case <-b.changed:
 		case <-tick.C:
 		}
@@ -396,7 +418,7 @@ func runScenario(ctx context.Context, o options, r *scenarioResult, cfgFile, dir
 		return err
 	}
 
-	fullAt, res, err := b.waitOwned(ctx, "full assignment", func(t totals, _ []*simWorker) bool {
+	fullAt, res, smp, err := b.waitOwned(ctx, "full assignment", func(t totals, _ []*simWorker) bool {
 		return t.active == len(expected) && t.incoming == 0
 	}, nil)
 	if err != nil {
@@ -408,15 +430,9 @@ func runScenario(ctx context.Context, o options, r *scenarioResult, cfgFile, dir
 			r.apiLast = since(t)
 		}
 	}
-	u, err := coord.usage()
-	if err != nil {
-		return err
-	}
-	r.cpuFull, r.rssFull = u.CPU, u.PeakRSSBytes
-	if self1, err := testenv.ProcUsage(os.Getpid()); err == nil {
-		r.benchCPU = self1.CPU - self0.CPU
-	}
-	r.wireFull, r.wireMaxW = wireDelta(nil, b.wire())
+	r.cpuFull, r.rssFull = smp.coord.CPU, smp.coord.PeakRSSBytes
+	r.benchCPU = smp.self.CPU - self0.CPU
+	r.wireFull, r.wireMaxW = wireDelta(nil, smp.wire)
 	for _, w := range b.live() {
 		r.payload += w.payload.Load()
 	}
@@ -496,7 +512,7 @@ func (b *bench) joinEvent(ctx context.Context, r *scenarioResult, before ownersh
 	if err != nil {
 		return err
 	}
-	at, res, err := b.waitOwned(ctx, "join", func(t totals, ws []*simWorker) bool {
+	at, res, _, err := b.waitOwned(ctx, "join", func(t totals, ws []*simWorker) bool {
 		a, _, _, _ := joiner.counts()
 		return t.active == len(b.expected) && t.incoming == 0 && a > 0
 	}, nil)
@@ -580,7 +596,7 @@ func (b *bench) leaveEvent(ctx context.Context, r *scenarioResult) error {
 		default:
 		}
 	}()
-	at, res, err := b.waitOwned(ctx, "leave", func(t totals, ws []*simWorker) bool {
+	at, res, _, err := b.waitOwned(ctx, "leave", func(t totals, ws []*simWorker) bool {
 		return ws[0] == nil && t.active == len(b.expected) && t.incoming == 0
 	}, failed)
 	if err != nil {

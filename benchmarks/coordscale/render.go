@@ -188,10 +188,10 @@ func (r *scenarioResult) table() report.Table {
 		t.Add("targets_discovered full → fully assigned", secs(r.full-r.metricFull), "")
 	}
 	if r.full > 0 {
-		t.Add("coordinator CPU at full assignment", secs(r.cpuFull), "since its start (discovery, relabeling, assignment, streams)")
+		t.Add("coordinator CPU at full assignment", secs(r.cpuFull), "since its start (discovery, relabeling, assignment, streams); sampled when the state was first verified")
 		t.Add("coordinator peak RSS at full assignment", report.Bytes(float64(r.rssFull)), "VmHWM")
 		t.Add("benchmark process CPU meanwhile", secs(r.benchCPU), "the fakes and the simulated workers, on the same 2 cores")
-		t.Add("assignment stream bytes (wire), all workers", report.Bytes(float64(r.wireFull)), "since each stream opened; payload "+report.Bytes(float64(r.payload)))
+		t.Add("assignment stream bytes (wire), all workers", report.Bytes(float64(r.wireFull)), "since each stream opened, sampled with the CPU; payload (protobuf) "+report.Bytes(float64(r.payload))+" by the end")
 		t.Add("… per worker, max", report.Bytes(float64(r.wireMaxW)), "")
 		if len(r.counts) > 0 {
 			t.Add("targets per worker after the leave (min / median / max)", countsStr(r.counts), "")
