@@ -304,6 +304,7 @@ func (b *bench) runPeer(ctx context.Context, peer, run string, n int, window tim
 		return m, err
 	}
 	self0, _ := testenv.ProcUsage(os.Getpid())
+	vm0, _ := b.vm.p.usage()
 	var c0 testenv.Usage
 	if side != nil {
 		if c0, err = side.usage(); err != nil {
@@ -336,6 +337,9 @@ func (b *bench) runPeer(ctx context.Context, peer, run string, n int, window tim
 	m.CPUWindow = u1.CPU - u0.CPU
 	if self1, err := testenv.ProcUsage(os.Getpid()); err == nil {
 		m.BenchCPU = self1.CPU - self0.CPU
+	}
+	if vm1, err := b.vm.p.usage(); err == nil {
+		m.ReceiverCPU = vm1.CPU - vm0.CPU
 	}
 	if side != nil {
 		if c1, err := side.usage(); err == nil {

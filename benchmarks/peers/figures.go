@@ -53,6 +53,9 @@ type measurement struct {
 	// serving the targets and the proxy counting, on the same cores as
 	// the peer (informational).
 	BenchCPU time.Duration
+	// ReceiverCPU is VictoriaMetrics' CPU time in the window, the same
+	// cores again (informational).
+	ReceiverCPU time.Duration
 
 	// Coordinator is the shardscrape coordinator's usage (informational).
 	Coordinator *usageFigures

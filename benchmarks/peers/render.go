@@ -45,7 +45,7 @@ func steadyTable(ms []measurement) report.Table {
 		"process", "CPU s (window)", "CPU s (lifetime)", "CPU s / M samples", "samples / CPU s",
 		"peak RSS", "RSS bytes / series", "bytes sent / sample", "p50 delay ms", "p99 delay ms", "max delay ms",
 		"samples served", "delivered (VM)", "delivered (proxy)", "lost", "lost %", "scrapes served / nominal",
-		"up/scrape_* samples", "write requests", "protocol", "decode errors", "bench CPU s (fleet + proxy)",
+		"up/scrape_* samples", "write requests", "protocol", "decode errors", "bench CPU s (fleet + proxy)", "VictoriaMetrics CPU s",
 	}}
 	for _, m := range ms {
 		name := m.Peer
@@ -63,7 +63,7 @@ func steadyTable(ms []measurement) report.Table {
 			report.Float(m.Lost(), 0), percent(m.LostFraction()),
 			report.Float(m.ScrapesServed, 0)+" / "+report.Float(m.NominalScrapes(), 0),
 			report.Float(float64(m.ReportSamples), 0), report.Float(float64(m.WriteRequests), 0), m.Protocols, report.Float(float64(m.DecodeErrors), 0),
-			seconds(m.BenchCPU))
+			seconds(m.BenchCPU), seconds(m.ReceiverCPU))
 		if m.Coordinator != nil {
 			t.Add(name+" coordinator (informational)", seconds(m.Coordinator.CPUWindow), "", "", "",
 				bytesIEC(m.Coordinator.PeakRSS), report.Float(ratio(float64(m.Coordinator.PeakRSS), m.ActiveSeries()), 0))
@@ -150,12 +150,12 @@ func ratioCell(rs []float64) string {
 
 func sweepTable(steps []sweepStep) report.Table {
 	t := report.Table{Header: []string{"targets", "process", "active series", "samples / CPU s", "peak RSS",
-		"RSS bytes / series", "bytes / sample", "p99 delay ms", "lost %", "scrapes served / nominal", "bench CPU s (fleet + proxy)", "verdict"}}
+		"RSS bytes / series", "bytes / sample", "p99 delay ms", "lost %", "scrapes served / nominal", "bench CPU s (fleet + proxy)", "VictoriaMetrics CPU s", "verdict"}}
 	for _, s := range steps {
 		verdict := "keeps up"
 		switch {
 		case s.Skipped != "":
-			t.Add(report.Float(float64(s.Targets), 0), s.Peer, report.Float(s.ActiveSeries(), 0), "", "", "", "", "", "", "", "", "not run: "+s.Skipped)
+			t.Add(report.Float(float64(s.Targets), 0), s.Peer, report.Float(s.ActiveSeries(), 0), "", "", "", "", "", "", "", "", "", "not run: "+s.Skipped)
 			continue
 		case s.Err != "":
 			verdict = "failed: " + shortErr(s.Err)
@@ -165,7 +165,7 @@ func sweepTable(steps []sweepStep) report.Table {
 		t.Add(report.Float(float64(s.Targets), 0), s.Peer, report.Float(s.ActiveSeries(), 0),
 			report.Float(s.SamplesPerCPUSecond(), 0), bytesIEC(s.PeakRSS), report.Float(s.RSSPerSeries(), 0),
 			report.Float(s.BytesPerSample(), 3), millis(s.DelayP99), percent(s.LostFraction()),
-			report.Float(s.ScrapesServed, 0)+" / "+report.Float(s.NominalScrapes(), 0), seconds(s.BenchCPU), verdict)
+			report.Float(s.ScrapesServed, 0)+" / "+report.Float(s.NominalScrapes(), 0), seconds(s.BenchCPU), seconds(s.ReceiverCPU), verdict)
 	}
 	return t
 }
@@ -276,7 +276,7 @@ const methods = `- **CPU s (window)**: utime + stime of the measured process fro
 - **peak RSS**: the larger of VmHWM (/proc/<pid>/status) just before SIGTERM and the exited process's rusage maxrss; **RSS bytes / series** = peak RSS ÷ (targets × series per target).
 - **bytes sent / sample**: request body bytes as sent (compressed) ÷ every sample on the wire (report series and staleness markers included), over the whole run, from the proxy.
 - **delay**: arrival time at the proxy − sample timestamp, for every target sample stamped in the window (ms resolution; up/scrape_* excluded).
-- **bench CPU s**: this program's own CPU time in the window (/proc/self/stat): the fleet generating the targets' expositions and the proxy counting, on the same cores as the peer. Where it approaches a core, the sweep measures the machine as much as the peer.
+- **bench CPU s**: this program's own CPU time in the window (/proc/self/stat): the fleet generating the targets' expositions and the proxy counting, on the same cores as the peer. **VictoriaMetrics CPU s**: the receiver's, likewise. Where the two approach a core together, the sweep measures the machine as much as the peer.
 - **up/scrape_* samples**: the samples of the scrapers' own series (up, scrape_*) stamped in the window, from the proxy: counted apart, in no other figure but bytes sent / sample. vmagent sends more of them than Prometheus (scrape_series_added, scrape_timeout_seconds, …).
 - The drain after a window waits until a sample stamped one interval past the window's end arrived and the window's count reached what was served or stopped growing (≥ 2 intervals, ≥ 6 s), at most ` + "`-drain.max`" + `; only then is the process stopped.
 `
