@@ -3,6 +3,7 @@ package main
 import (
 	"debug/buildinfo"
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -79,7 +80,18 @@ func renderReport(o options, bin string, results []*scenarioResult, now time.Tim
 		o.scenario, o.workers, o.nodes, o.podsPerNode, o.staticTargets, o.updateInterval, o.ackPoll, o.idle, o.settle)
 	b.WriteString("## Machine\n\n")
 	b.WriteString(report.Detect().Markdown())
-	fmt.Fprintf(&b, "- Coordinator: `%s` (%s%s)\n\n", bin, report.Version(bin), vcsRevision(bin))
+	fmt.Fprintf(&b, "- Coordinator: `%s` (%s%s)\n", bin, report.Version(bin), vcsRevision(bin))
+	env := "none"
+	var set []string
+	for _, k := range []string{"GOGC", "GOMEMLIMIT", "GOMAXPROCS", "GODEBUG"} {
+		if v, ok := os.LookupEnv(k); ok {
+			set = append(set, k+"="+v)
+		}
+	}
+	if len(set) > 0 {
+		env = strings.Join(set, " ")
+	}
+	fmt.Fprintf(&b, "- Coordinator's Go runtime environment: %s\n\n", env)
 
 	b.WriteString("## Method\n\n")
 	fmt.Fprintf(&b, `The real coordinator binary runs as a child process on loopback ports with default flags except
