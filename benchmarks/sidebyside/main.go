@@ -556,10 +556,27 @@ func render(o options, rs []result) string {
 			fmt.Fprintln(&b, "Repeated peers: samples per CPU-second over all their runs, median peak RSS.")
 			fmt.Fprintln(&b)
 		}
-		base := agg[0]
-		for _, r := range agg[1:] {
-			fmt.Fprintf(&b, "%s vs %s: samples per CPU-second %.2f×, peak RSS %.2f×\n", base.peer, r.peer,
-				(base.samples/base.cpuSeconds)/(r.samples/r.cpuSeconds), float64(base.peakRSS)/float64(r.peakRSS))
+		// Every other peer against each of the peers (as given in
+		// -peers) that are not shardscrape builds: the ratios the goals are
+		// stated in.
+		for _, ref := range agg {
+			if strings.HasPrefix(ref.peer, "shardscrape") {
+				continue
+			}
+			for _, r := range agg {
+				if r.peer == ref.peer {
+					continue
+				}
+				fmt.Fprintf(&b, "%s vs %s: samples per CPU-second %.2f×, peak RSS %.2f×\n", r.peer, ref.peer,
+					(r.samples/r.cpuSeconds)/(ref.samples/ref.cpuSeconds), float64(r.peakRSS)/float64(ref.peakRSS))
+			}
+		}
+		if !slices.ContainsFunc(agg, func(r result) bool { return !strings.HasPrefix(r.peer, "shardscrape") }) {
+			base := agg[0]
+			for _, r := range agg[1:] {
+				fmt.Fprintf(&b, "%s vs %s: samples per CPU-second %.2f×, peak RSS %.2f×\n", r.peer, base.peer,
+					(r.samples/r.cpuSeconds)/(base.samples/base.cpuSeconds), float64(r.peakRSS)/float64(base.peakRSS))
+			}
 		}
 	}
 	return b.String()
