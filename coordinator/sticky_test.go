@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"testing"
 
@@ -93,4 +94,52 @@ func TestPlaceStickyMovesOnlyWhatTheBoundsRequire(t *testing.T) {
 	}
 	t.Logf("3 → 4, 200 key sets of 300–1,000: moved/ideal at most %.3f (the ring's own diff: %.3f)", worstSticky, worstRing)
 	require.Greater(t, worstRing, 1.10, "the ring alone exceeds the goal on some key set: the test would catch a plain ring")
+}
+
+// With hundreds of keys per member the bounds sit far above every load, so
+// stickiness must not stop at the bound: a joiner gets about its fair share,
+// the move is about that share and no more, and a leave moves exactly the
+// leaver's keys. (Keeping keys up to the bound gave a joiner 16 of its fair
+// 771 at 155,000 keys on 200 members.)
+func TestPlaceStickyJoinerGetsItsShareAtScale(t *testing.T) {
+	const members, n = 60, 60_000
+	ids := make([]string, members)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("scraper-%d", i)
+	}
+	rng := rand.New(rand.NewPCG(7, 42))
+	keys := make([]uint64, n)
+	for i := range keys {
+		keys[i] = rng.Uint64()
+	}
+	before, _ := placeStickyRun(t, ids, keys, make([]string, n))
+	joined := append(append([]string{}, ids...), "scraper-new")
+	after, asg := placeStickyRun(t, joined, keys, before)
+	fair := float64(n) / float64(len(joined))
+	moved, got := 0, 0
+	loads := map[string]int{}
+	for i := range keys {
+		loads[after[i]]++
+		if after[i] != before[i] {
+			moved++
+		}
+		if after[i] == "scraper-new" {
+			got++
+		}
+	}
+	for id, l := range loads {
+		require.LessOrEqual(t, l, asg.Capacity(id), "%s over its bound", id)
+	}
+	t.Logf("join at %d keys on %d members: joiner got %d (fair %.0f), moved %d", n, members, got, fair, moved)
+	require.GreaterOrEqual(t, float64(got), 0.9*fair, "the joiner must get about its fair share")
+	require.LessOrEqual(t, float64(moved), 1.10*fair, "a join moves about the joiner's share, no more")
+
+	left, _ := placeStickyRun(t, append(append([]string{}, ids[1:]...), "scraper-new"), keys, after)
+	for i := range keys {
+		if after[i] != "scraper-0" {
+			require.Equal(t, after[i], left[i], "a stayer's key moved on a leave")
+		} else {
+			require.NotEqual(t, "scraper-0", left[i])
+		}
+	}
 }
