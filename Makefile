@@ -37,7 +37,7 @@ BENCH_FLAGS ?= -run '^$$' -bench . -benchmem -cpu 1 -count 5
 PROTO_DIR   := proto
 PROTO_FILES := $(wildcard $(PROTO_DIR)/shardscrape/v1/*.proto)
 
-.PHONY: build test unit fuzz bench proto proto-check lint tools receivers run clean
+.PHONY: build test unit fuzz bench bench-go bench-peers bench-coordinator binaries proto proto-check lint tools receivers run clean
 
 ## build: compile every package and command.
 build:
@@ -52,10 +52,29 @@ unit: receivers $(BIN)/kustomize
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzMembership$$' -fuzztime $(FUZZTIME) ./shardring
 
-## bench: Go benchmarks on one core, kept in benchmarks/results/.
-bench:
+## bench: every benchmark, results in benchmarks/results/ (see benchmarks/README.md):
+## Go micro-benchmarks, the worker against Prometheus (agent) and vmagent with a
+## saturation sweep and its chart, and the coordinator at high node counts.
+bench: bench-go bench-peers bench-coordinator
+
+# Extra flags for the whole-process benchmarks, e.g. a shorter run:
+#   make bench-peers BENCH_PEERS_FLAGS='--duration 1m --sweep 400,800'
+BENCH_PEERS_FLAGS ?=
+BENCH_COORD_FLAGS ?=
+
+bench-go:
 	@mkdir -p benchmarks/results
 	$(GO) test $(BENCH_FLAGS) ./... | tee benchmarks/results/$$(date -u +%Y-%m-%d)-go-bench.txt
+
+bench-peers: receivers binaries
+	$(GO) run ./benchmarks/peers --bin $(BIN) --out benchmarks/results $(BENCH_PEERS_FLAGS)
+
+bench-coordinator: binaries
+	$(GO) run ./benchmarks/coordscale --bin $(BIN) --out benchmarks/results $(BENCH_COORD_FLAGS)
+
+## binaries: build shardscrape's commands into ./bin.
+binaries:
+	$(GO) build -o $(BIN)/ ./cmd/...
 
 ## lint: gofmt, go vet, staticcheck, and go.mod tidiness.
 lint: $(BIN)/staticcheck
@@ -148,8 +167,7 @@ $(BIN)/.prometheus-$(PROMETHEUS_VERSION):
 
 ## run: the whole pipeline locally: VictoriaMetrics, a simulated fleet, a
 ## coordinator and three scrapers (examples/local). Ctrl-C stops it all.
-run: $(BIN)/victoria-metrics
-	$(GO) build -o $(BIN)/ ./cmd/...
+run: $(BIN)/victoria-metrics binaries
 	examples/local/run.sh
 
 clean:
