@@ -8,6 +8,7 @@ import (
 	"net"
 	"runtime"
 	"strconv"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -71,8 +72,11 @@ type PipelineOptions struct {
 // coordinator assigns: enrichment, then the job's relabel_configs through
 // Prometheus's scrape.PopulateLabels to drop targets and compute each kept
 // target's id and ownership key. Results are cached per target group
-// (by source and content, and the pods its targets map to), so groups that
-// did not change cost a hash. Safe for concurrent use.
+// (by source and content, and the pods its targets map to): a group that
+// is the same *targetgroup.Group as last time costs a map lookup, one with
+// the same content a hash. Groups passed must not be modified afterwards
+// (discovery.Manager hands a changed group as a new one, and the same
+// pointer while it is unchanged). Safe for concurrent use.
 type Pipeline struct {
 	opts    PipelineOptions
 	names   TargetLabels
@@ -81,6 +85,9 @@ type Pipeline struct {
 
 	mu   sync.Mutex
 	jobs map[string]*jobState
+
+	// relabeled counts the targets run through relabeling, for tests.
+	relabeled atomic.Int64
 }
 
 type jobState struct {
@@ -88,9 +95,16 @@ type jobState struct {
 	cfg    *config.ScrapeConfig
 	filter *metaFilter             // of cfg's relabel_configs
 	cache  map[string]*groupResult // by group source
+
+	// The last run's result, valid when ran: returned again when every
+	// group is a cache hit and none is gone.
+	ran      bool
+	last     []Target
+	lastErrs []error
 }
 
 type groupResult struct {
+	group      *targetgroup.Group // computed from (or found equal to) this one
 	hash       uint64
 	podVersion uint64
 	pods       []*Pod // the pod each target mapped to, nil for none
@@ -187,6 +201,7 @@ func (p *Pipeline) ApplyScrapeConfigs(scs []*config.ScrapeConfig) {
 			old.mu.Lock()
 			if old.cfg != sc {
 				old.cfg, old.filter, old.cache = sc, newMetaFilter(sc.RelabelConfigs), map[string]*groupResult{}
+				old.ran, old.last, old.lastErrs = false, nil, nil
 			}
 			old.mu.Unlock()
 			jobs[sc.JobName] = old
@@ -223,11 +238,28 @@ var ErrUnknownJob = errors.New("unknown job")
 // id, in group order, and the relabeling failures (targets that Prometheus
 // would also refuse, as scrape.TargetsFromGroup reports them).
 func (p *Pipeline) Targets(job string, groups []*targetgroup.Group) ([]Target, []error) {
+	ts, errs, _ := p.run(job, groups, true)
+	return ts, errs
+}
+
+// Update is Targets that says whether the result can differ from the
+// job's previous run (by any caller): when every group is the same as
+// then (cache hits, the same pods) and none is gone, it returns nil, nil,
+// false without merging anything. Otherwise changed is true and ts and
+// errs are new slices the caller owns. A config change for the job
+// (ApplyScrapeConfigs) makes its next run changed.
+func (p *Pipeline) Update(job string, groups []*targetgroup.Group) (ts []Target, errs []error, changed bool) {
+	return p.run(job, groups, false)
+}
+
+// run is Update, returning copies of the last result when unchanged and
+// again is set.
+func (p *Pipeline) run(job string, groups []*targetgroup.Group, again bool) ([]Target, []error, bool) {
 	p.mu.Lock()
 	j, ok := p.jobs[job]
 	p.mu.Unlock()
 	if !ok {
-		return nil, []error{fmt.Errorf("job %q: %w", job, ErrUnknownJob)}
+		return nil, []error{fmt.Errorf("job %q: %w", job, ErrUnknownJob)}, true
 	}
 	j.mu.Lock()
 	defer j.mu.Unlock()
@@ -255,7 +287,8 @@ func (p *Pipeline) Targets(job string, groups []*targetgroup.Group) ([]Target, [
 		}
 	}
 
-	// Find the groups whose cached result is stale.
+	// Find the groups whose cached result is stale: the same group
+	// (pointer) is unchanged, another one with the same content too.
 	results := make([]*groupResult, len(groups))
 	hashes := make([]uint64, len(groups))
 	var stale []int
@@ -264,19 +297,42 @@ func (p *Pipeline) Targets(job string, groups []*targetgroup.Group) ([]Target, [
 		if tg == nil {
 			return
 		}
-		h := groupHash(tg)
-		hashes[i] = h
-		if r, ok := j.cache[keys[i]]; ok && r.hash == h && p.podsUnchanged(r, tg, hasVersion, podVersion) {
+		r, ok := j.cache[keys[i]]
+		if ok && r.group == tg {
+			hashes[i] = r.hash
+		} else {
+			hashes[i] = groupHash(tg)
+		}
+		if ok && r.hash == hashes[i] && p.podsUnchanged(r, tg, hasVersion, podVersion) {
 			results[i] = r
 		}
 	})
+	nonNil := 0
 	for i, tg := range groups {
-		if tg != nil && results[i] == nil {
+		if tg == nil {
+			continue
+		}
+		nonNil++
+		if results[i] == nil {
 			stale = append(stale, i)
+		} else {
+			results[i].group = tg
 		}
 	}
-	p.metrics.groupsCache.WithLabelValues("hit").Add(float64(len(groups) - len(stale)))
+	p.metrics.groupsCache.WithLabelValues("hit").Add(float64(nonNil - len(stale)))
 	p.metrics.groupsCache.WithLabelValues("miss").Add(float64(len(stale)))
+
+	// Every group a hit and none gone (the keys are distinct and all in the
+	// cache, so equal counts mean the same set): the last result stands.
+	if j.ran && len(stale) == 0 && nonNil == len(j.cache) {
+		if len(j.lastErrs) > 0 {
+			p.metrics.errors.WithLabelValues(job).Add(float64(len(j.lastErrs)))
+		}
+		if again {
+			return slices.Clone(j.last), slices.Clone(j.lastErrs), false
+		}
+		return nil, nil, false
+	}
 
 	// Relabel the stale groups in chunks, in parallel.
 	type chunk struct{ g, lo, hi int }
@@ -284,7 +340,7 @@ func (p *Pipeline) Targets(job string, groups []*targetgroup.Group) ([]Target, [
 	var chunks []chunk
 	for _, gi := range stale {
 		n := len(groups[gi].Targets)
-		results[gi] = &groupResult{hash: hashes[gi], podVersion: podVersion, pods: make([]*Pod, n)}
+		results[gi] = &groupResult{group: groups[gi], hash: hashes[gi], podVersion: podVersion, pods: make([]*Pod, n)}
 		for lo := 0; lo < n; lo += chunkSize {
 			chunks = append(chunks, chunk{gi, lo, min(lo+chunkSize, n)})
 		}
@@ -357,7 +413,8 @@ func (p *Pipeline) Targets(job string, groups []*targetgroup.Group) ([]Target, [
 	if len(errs) > 0 {
 		p.metrics.errors.WithLabelValues(job).Add(float64(len(errs)))
 	}
-	return out, errs
+	j.ran, j.last, j.lastErrs = true, out, errs
+	return out, errs, true
 }
 
 // podsUnchanged reports whether every target of a cached group still maps
@@ -437,6 +494,7 @@ func addressHost(addr string) string {
 // out, recording the pod each mapped to in pods. Relabeling sees the labels
 // filter leaves.
 func (p *Pipeline) relabel(job string, cfg *config.ScrapeConfig, filter *metaFilter, sc *relabelScratch, tg *targetgroup.Group, lo, hi int, pods []*Pod, out *groupResult) {
+	p.relabeled.Add(int64(hi - lo))
 	lb, db := sc.lb, &sc.db
 	gLabels := filter.prune(tg.Labels, &sc.g)
 	for i := lo; i < hi; i++ {

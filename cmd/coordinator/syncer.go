@@ -19,9 +19,11 @@ const defaultPodSyncTimeout = time.Minute
 type targetPipeline interface {
 	// ApplyScrapeConfigs takes every job's scrape config.
 	ApplyScrapeConfigs(scs []*config.ScrapeConfig)
-	// Targets returns the kept targets of job's discovered groups, and
-	// the relabeling failures.
-	Targets(job string, groups []*targetgroup.Group) ([]relabel.Target, []error)
+	// Update returns the kept targets of job's discovered groups and the
+	// relabeling failures, or changed false when they are those of its
+	// previous run (every group unchanged: only changed groups are
+	// relabeled).
+	Update(job string, groups []*targetgroup.Group) (ts []relabel.Target, errs []error, changed bool)
 }
 
 var _ targetPipeline = (*relabel.Pipeline)(nil)
@@ -89,8 +91,8 @@ func (s *syncer) resync() {
 	s.resyncLocked(nil, time.Time{})
 }
 
-// resyncLocked re-runs the jobs in only (all of them when nil), and
-// empties jobs no longer configured.
+// resyncLocked re-runs the jobs in only (all of them when nil), sends
+// those whose targets changed, and empties jobs no longer configured.
 func (s *syncer) resyncLocked(only map[string][]*targetgroup.Group, since time.Time) {
 	byJob := map[string][]relabel.Target{}
 	discovered := map[string]int{}
@@ -111,7 +113,12 @@ func (s *syncer) resyncLocked(only map[string][]*targetgroup.Group, since time.T
 				continue
 			}
 		}
-		ts, errs := s.pipeline.Targets(job, groups)
+		ts, errs, changed := s.pipeline.Update(job, groups)
+		if !changed {
+			// The sink has them: discovery sends every job on every
+			// update, most of them unchanged.
+			continue
+		}
 		if len(errs) > 0 {
 			s.logger.Warn("Targets dropped by relabeling errors", "job", job, "count", len(errs), "err", errs[0])
 		}

@@ -20,25 +20,30 @@ type fakePipeline struct{}
 
 func (fakePipeline) ApplyScrapeConfigs([]*config.ScrapeConfig) {}
 
-func (fakePipeline) Targets(job string, groups []*targetgroup.Group) ([]relabel.Target, []error) {
+func (fakePipeline) Update(job string, groups []*targetgroup.Group) ([]relabel.Target, []error, bool) {
 	var out []relabel.Target
 	for _, g := range groups {
 		for _, t := range g.Targets {
 			out = append(out, relabel.Target{Job: job, Address: string(t[model.AddressLabel])})
 		}
 	}
-	return out, nil
+	return out, nil, true
 }
 
 type fakeSink struct {
-	mu   sync.Mutex
-	jobs map[string][]relabel.Target
+	mu    sync.Mutex
+	jobs  map[string][]relabel.Target
+	sends map[string]int // updates per job
 }
 
 func (s *fakeSink) updateTargets(byJob map[string][]relabel.Target, _ map[string]int, _ time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for job, ts := range byJob {
+		if s.sends == nil {
+			s.sends = map[string]int{}
+		}
+		s.sends[job]++
 		if len(ts) == 0 {
 			delete(s.jobs, job)
 			continue
@@ -113,4 +118,37 @@ func TestSyncerProceedsWhenPodIndexDoesNotSync(t *testing.T) {
 	require.Eventually(t, func() bool { return sink.count("a") == 1 }, 10*time.Second, 5*time.Millisecond)
 	cancel()
 	require.NoError(t, <-done)
+}
+
+// With the real pipeline, a job whose groups did not change is not sent
+// again; a changed one, a reload and a removed job are.
+func TestSyncerSendsOnlyChangedJobs(t *testing.T) {
+	p, err := relabel.NewPipeline(relabel.PipelineOptions{}, nil, nil)
+	require.NoError(t, err)
+	sink := &fakeSink{jobs: map[string][]relabel.Target{}}
+	s := newSyncer(p, sink, slog.New(slog.DiscardHandler))
+	s.applyConfig(configWithJobs(t, "a", "b"))
+	a, b := groups("x:1", "y:1"), groups("z:1")
+	s.update(map[string][]*targetgroup.Group{"a": a, "b": b})
+	require.Equal(t, map[string]int{"a": 1, "b": 1}, sink.sends)
+
+	// Discovery sends every job; only a changed.
+	s.update(map[string][]*targetgroup.Group{"a": groups("x:1", "y:1", "w:1"), "b": b})
+	require.Equal(t, map[string]int{"a": 2, "b": 1}, sink.sends)
+	require.Equal(t, 3, sink.count("a"))
+	require.Equal(t, 1, sink.count("b"))
+
+	// Same content in new groups: nothing sent.
+	s.update(map[string][]*targetgroup.Group{"a": groups("x:1", "y:1", "w:1"), "b": groups("z:1")})
+	require.Equal(t, map[string]int{"a": 2, "b": 1}, sink.sends)
+
+	// A reload with new scrape configs re-runs and sends every job.
+	s.applyConfig(configWithJobs(t, "a", "b"))
+	require.Equal(t, map[string]int{"a": 3, "b": 2}, sink.sends)
+	require.Equal(t, 3, sink.count("a"))
+
+	// A job's source gone: sent, empty.
+	s.update(map[string][]*targetgroup.Group{"a": {}, "b": b})
+	require.Equal(t, map[string]int{"a": 4, "b": 2}, sink.sends)
+	require.False(t, sink.has("a"))
 }
