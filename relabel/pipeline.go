@@ -105,7 +105,8 @@ type jobState struct {
 
 type groupResult struct {
 	group      *targetgroup.Group // computed from (or found equal to) this one
-	hash       uint64
+	hash       uint64             // groupHash(group) when hashed
+	hashed     bool
 	podVersion uint64
 	pods       []*Pod // the pod each target mapped to, nil for none
 	kept       []Target
@@ -288,7 +289,10 @@ func (p *Pipeline) run(job string, groups []*targetgroup.Group, again bool) ([]T
 	}
 
 	// Find the groups whose cached result is stale: the same group
-	// (pointer) is unchanged, another one with the same content too.
+	// (pointer) is unchanged, another one with the same content too. A
+	// source not seen before is not hashed (a big file_sd group would be
+	// hashed on one goroutine): its hash is taken when another group of
+	// that source comes.
 	results := make([]*groupResult, len(groups))
 	hashes := make([]uint64, len(groups))
 	var stale []int
@@ -298,12 +302,20 @@ func (p *Pipeline) run(job string, groups []*targetgroup.Group, again bool) ([]T
 			return
 		}
 		r, ok := j.cache[keys[i]]
-		if ok && r.group == tg {
-			hashes[i] = r.hash
-		} else {
-			hashes[i] = groupHash(tg)
+		if !ok {
+			return
 		}
-		if ok && r.hash == hashes[i] && p.podsUnchanged(r, tg, hasVersion, podVersion) {
+		if r.group != tg {
+			// Keys are distinct: r is this goroutine's alone.
+			if !r.hashed {
+				r.hash, r.hashed = groupHash(r.group), true
+			}
+			hashes[i] = groupHash(tg)
+			if hashes[i] != r.hash {
+				return
+			}
+		}
+		if p.podsUnchanged(r, tg, hasVersion, podVersion) {
 			results[i] = r
 		}
 	})
@@ -340,7 +352,11 @@ func (p *Pipeline) run(job string, groups []*targetgroup.Group, again bool) ([]T
 	var chunks []chunk
 	for _, gi := range stale {
 		n := len(groups[gi].Targets)
-		results[gi] = &groupResult{group: groups[gi], hash: hashes[gi], podVersion: podVersion, pods: make([]*Pod, n)}
+		// hashes[gi] is the group's hash when set (its source was cached).
+		// kept is filled in place: each chunk appends within its own
+		// range, then the ranges are moved together.
+		results[gi] = &groupResult{group: groups[gi], hash: hashes[gi], hashed: hashes[gi] != 0, podVersion: podVersion, pods: make([]*Pod, n), kept: make([]Target, n)}
+		p.relabeled.Add(int64(n))
 		for lo := 0; lo < n; lo += chunkSize {
 			chunks = append(chunks, chunk{gi, lo, min(lo+chunkSize, n)})
 		}
@@ -354,14 +370,23 @@ func (p *Pipeline) run(job string, groups []*targetgroup.Group, again bool) ([]T
 			scratch[w] = newRelabelScratch()
 		}
 		c := chunks[i]
+		parts[i].kept = results[c.g].kept[c.lo:c.lo:c.hi]
 		p.relabel(job, j.cfg, j.filter, scratch[w], groups[c.g], c.lo, c.hi, results[c.g].pods, &parts[i])
 	})
+	filled := make(map[*groupResult]int, len(stale))
 	for i, c := range chunks {
 		r := results[c.g]
-		r.kept = append(r.kept, parts[i].kept...)
+		k := filled[r]
+		filled[r] = k + copy(r.kept[k:], parts[i].kept)
 		r.errs = append(r.errs, parts[i].errs...)
 		r.dropped += parts[i].dropped
 		r.enriched += parts[i].enriched
+	}
+	for r, k := range filled {
+		r.kept = r.kept[:k]
+		if k < cap(r.kept)/2 {
+			r.kept = slices.Clone(r.kept) // mostly dropped: do not keep the room
+		}
 	}
 
 	// Replace the cache with this run's groups, and merge.
@@ -494,7 +519,6 @@ func addressHost(addr string) string {
 // out, recording the pod each mapped to in pods. Relabeling sees the labels
 // filter leaves.
 func (p *Pipeline) relabel(job string, cfg *config.ScrapeConfig, filter *metaFilter, sc *relabelScratch, tg *targetgroup.Group, lo, hi int, pods []*Pod, out *groupResult) {
-	p.relabeled.Add(int64(hi - lo))
 	lb, db := sc.lb, &sc.db
 	gLabels := filter.prune(tg.Labels, &sc.g)
 	for i := lo; i < hi; i++ {
