@@ -141,3 +141,23 @@ func TestPipelineSplitsLargeGroups(t *testing.T) {
 		require.Less(t, next, n, "target %s out of order", addr)
 	}
 }
+
+// Targets found in three groups are kept once, the same one whatever the
+// order, and the cached groups are left whole.
+func TestPipelineDuplicatesInThreeGroups(t *testing.T) {
+	p := newPipeline(t, nil, PipelineOptions{Parallelism: 2}, pipelineYAML)
+	a := consulGroup("web", 40, ipOf)
+	b := consulGroup("web", 40, ipOf)
+	b.Source = "web-b"
+	b.Labels["__meta_consul_dc"] = "dc0" // sorts first: b's wins
+	c := consulGroup("web", 40, ipOf)
+	c.Source = "web-c"
+	c.Labels["__meta_consul_dc"] = "dc2"
+	want, _ := p.Targets("app", []*targetgroup.Group{b})
+	for _, order := range [][]*targetgroup.Group{{a, b, c}, {c, a, b}, {b, c, a}} {
+		got, _ := p.Targets("app", order)
+		require.ElementsMatch(t, want, got)
+		only, _ := p.Targets("app", []*targetgroup.Group{order[0]})
+		require.Len(t, only, len(want), "the first group's cached targets are whole")
+	}
+}

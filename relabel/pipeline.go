@@ -407,26 +407,7 @@ func (p *Pipeline) run(job string, groups []*targetgroup.Group, again bool) ([]T
 	}
 	j.cache = cache
 
-	out := make([]Target, 0, total)
-	seen := make(map[uint64]int, total)
-	dups := 0
-	for i := range groups {
-		if results[i] == nil {
-			continue
-		}
-		for _, t := range results[i].kept {
-			if k, ok := seen[t.ID]; ok {
-				dups++
-				// Keep the same one whatever the group order.
-				if labels.Compare(t.Labels, out[k].Labels) < 0 {
-					out[k] = t
-				}
-				continue
-			}
-			seen[t.ID] = len(out)
-			out = append(out, t)
-		}
-	}
+	out, dups := p.merge(results, total)
 
 	m := p.metrics.targets
 	m.WithLabelValues(job, "discovered").Set(float64(discovered))
@@ -440,6 +421,71 @@ func (p *Pipeline) run(job string, groups []*targetgroup.Group, again bool) ([]T
 	}
 	j.ran, j.last, j.lastErrs = true, out, errs
 	return out, errs, true
+}
+
+// merge concatenates the groups' kept targets and keeps one per id: of
+// targets sharing an id, the one with the least labels (the same whatever
+// the group order), at the first one's place. With a single group and no
+// duplicate the result is that group's cached slice.
+func (p *Pipeline) merge(results []*groupResult, total int) ([]Target, int) {
+	var all []Target
+	for _, r := range results {
+		if r == nil {
+			continue
+		}
+		if all == nil && len(r.kept) == total {
+			all = r.kept // the only non-empty group: shared until a duplicate
+			break
+		}
+		if all == nil {
+			all = make([]Target, 0, total)
+		}
+		all = append(all, r.kept...)
+	}
+	// Find duplicates on every goroutine, each taking the ids of its
+	// shard; dup[i] is the index of the first target with i's id.
+	shards := min(p.opts.Parallelism, max(1, total/65536))
+	found := make([][][2]int, shards)
+	p.parallel(shards, func(_, s int) {
+		seen := make(map[uint64]int, total/shards+1)
+		for i := range all {
+			id := all[i].ID
+			if int(id%uint64(shards)) != s {
+				continue
+			}
+			if k, ok := seen[id]; ok {
+				found[s] = append(found[s], [2]int{k, i})
+				continue
+			}
+			seen[id] = i
+		}
+	})
+	var pairs [][2]int
+	for _, f := range found {
+		pairs = append(pairs, f...)
+	}
+	if len(pairs) == 0 {
+		return all, 0
+	}
+	out := make([]Target, len(all))
+	copy(out, all)
+	drop := make(map[int]struct{}, len(pairs))
+	for _, pr := range pairs {
+		first, dup := pr[0], pr[1]
+		drop[dup] = struct{}{}
+		// Keep the same one whatever the group order.
+		if labels.Compare(all[dup].Labels, out[first].Labels) < 0 {
+			out[first] = all[dup]
+		}
+	}
+	w := 0
+	for i := range out {
+		if _, ok := drop[i]; !ok {
+			out[w] = out[i]
+			w++
+		}
+	}
+	return out[:w], len(pairs)
 }
 
 // podsUnchanged reports whether every target of a cached group still maps
