@@ -237,7 +237,8 @@ var ErrUnknownJob = errors.New("unknown job")
 // Targets runs job's discovered groups (all of them: groups not passed are
 // forgotten) through the pipeline and returns the kept targets, one per
 // id, in group order, and the relabeling failures (targets that Prometheus
-// would also refuse, as scrape.TargetsFromGroup reports them).
+// would also refuse, as scrape.TargetsFromGroup reports them). The
+// targets must not be modified: they may be the pipeline's cache.
 func (p *Pipeline) Targets(job string, groups []*targetgroup.Group) ([]Target, []error) {
 	ts, errs, _ := p.run(job, groups, true)
 	return ts, errs
@@ -247,8 +248,8 @@ func (p *Pipeline) Targets(job string, groups []*targetgroup.Group) ([]Target, [
 // job's previous run (by any caller): when every group is the same as
 // then (cache hits, the same pods) and none is gone, it returns nil, nil,
 // false without merging anything. Otherwise changed is true and ts and
-// errs are new slices the caller owns. A config change for the job
-// (ApplyScrapeConfigs) makes its next run changed.
+// errs are the result, not to be modified (as Targets'). A config change
+// for the job (ApplyScrapeConfigs) makes its next run changed.
 func (p *Pipeline) Update(job string, groups []*targetgroup.Group) (ts []Target, errs []error, changed bool) {
 	return p.run(job, groups, false)
 }
