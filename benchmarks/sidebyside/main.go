@@ -119,6 +119,7 @@ type result struct {
 	cpuSeconds float64
 	peakRSS    int64 // bytes
 	endRSS     int64 // bytes, VmRSS just before the stop
+	diskBytes  int64 // the process's data directory (WAL) just before the stop
 	samples    float64
 	expected   float64
 }
@@ -414,6 +415,10 @@ func runPeer(ctx context.Context, o options, bin, dir, vmURL string, pr peer, ad
 	if err != nil {
 		return result{}, err
 	}
+	disk, err := dirBytes(filepath.Join(pdir, "data"))
+	if err != nil {
+		return result{}, err
+	}
 	p.stop() // flushes the remote-write queue
 	logger.Info("stopped", "peer", pr.spec, "cpu_seconds", cpu, "peak_rss", rss)
 	window := time.Since(begin) + time.Minute
@@ -422,7 +427,7 @@ func runPeer(ctx context.Context, o options, bin, dir, vmURL string, pr peer, ad
 		return result{}, err
 	}
 	return result{
-		peer: pr.spec, run: pr.run, cpuSeconds: cpu, peakRSS: rss, endRSS: endRSS, samples: samples,
+		peer: pr.spec, run: pr.run, cpuSeconds: cpu, peakRSS: rss, endRSS: endRSS, diskBytes: disk, samples: samples,
 		expected: float64(len(addrs)*o.series) * o.duration.Seconds() / o.interval.Seconds(),
 	}, nil
 }
@@ -484,6 +489,28 @@ func usage(pid int) (float64, int64, error) {
 	return (utime + stime) / 100, hwm, nil
 }
 
+// dirBytes is the size of the regular files under dir (0 if it does not exist).
+func dirBytes(dir string) (int64, error) {
+	var n int64
+	err := filepath.WalkDir(dir, func(_ string, d os.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, os.ErrNotExist) {
+				return nil
+			}
+			return err
+		}
+		if d.Type().IsRegular() {
+			info, err := d.Info()
+			if err != nil {
+				return err
+			}
+			n += info.Size()
+		}
+		return nil
+	})
+	return n, err
+}
+
 // statusKiB reads one kB field of /proc/<pid>/status, in bytes.
 func statusKiB(pid int, field string) (int64, error) {
 	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
@@ -541,12 +568,13 @@ func render(o options, rs []result) string {
 	fmt.Fprintf(&b, "Workload: %d targets × %d series every %s for %s (%.0f samples/s)\n\n",
 		o.targets, o.series, o.interval, o.duration, float64(o.targets*o.series)/o.interval.Seconds())
 	w := tabwriter.NewWriter(&b, 0, 0, 1, ' ', tabwriter.Debug)
-	fmt.Fprintln(w, "| run\t process\t CPU s\t CPU s / M samples\t peak RSS MiB\t RSS bytes / series\t RSS at end MiB\t samples arrived\t of expected\t")
-	fmt.Fprintln(w, "|---\t---\t---\t---\t---\t---\t---\t---\t---\t")
+	fmt.Fprintln(w, "| run\t process\t CPU s\t CPU s / M samples\t peak RSS MiB\t RSS bytes / series\t RSS at end MiB\t disk MiB\t samples arrived\t of expected\t")
+	fmt.Fprintln(w, "|---\t---\t---\t---\t---\t---\t---\t---\t---\t---\t")
 	for _, r := range rs {
 		perM := r.cpuSeconds / (r.samples / 1e6)
-		fmt.Fprintf(w, "| %s\t %s\t %.1f\t %.2f\t %.0f\t %.0f\t %.0f\t %.0f\t %.3f\t\n", r.run, r.peer, r.cpuSeconds, perM,
-			float64(r.peakRSS)/(1<<20), float64(r.peakRSS)/float64(o.targets*o.series), float64(r.endRSS)/(1<<20), r.samples, r.samples/r.expected)
+		fmt.Fprintf(w, "| %s\t %s\t %.1f\t %.2f\t %.0f\t %.0f\t %.0f\t %.1f\t %.0f\t %.3f\t\n", r.run, r.peer, r.cpuSeconds, perM,
+			float64(r.peakRSS)/(1<<20), float64(r.peakRSS)/float64(o.targets*o.series), float64(r.endRSS)/(1<<20),
+			float64(r.diskBytes)/(1<<20), r.samples, r.samples/r.expected)
 	}
 	w.Flush()
 	agg := aggregate(rs)

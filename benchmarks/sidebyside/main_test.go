@@ -1,6 +1,8 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -63,4 +65,17 @@ func TestRenderRatiosAgainstPeers(t *testing.T) {
 		{peer: "shardscrape", run: "shardscrape-1", cpuSeconds: 1, samples: 100, peakRSS: 100, expected: 100},
 	})
 	require.True(t, strings.Contains(out, "shardscrape vs prometheus-agent: samples per CPU-second 2.00×, peak RSS 0.50×"), out)
+}
+
+func TestDirBytes(t *testing.T) {
+	dir := t.TempDir()
+	require.NoError(t, os.MkdirAll(filepath.Join(dir, "wal"), 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "a"), make([]byte, 10), 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "wal", "00000000"), make([]byte, 32), 0o644))
+	n, err := dirBytes(dir)
+	require.NoError(t, err)
+	require.Equal(t, int64(42), n)
+	n, err = dirBytes(filepath.Join(dir, "missing"))
+	require.NoError(t, err)
+	require.Zero(t, n)
 }
