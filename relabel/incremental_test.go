@@ -2,10 +2,12 @@ package relabel
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/config"
 	"github.com/prometheus/prometheus/discovery/targetgroup"
 	"github.com/stretchr/testify/require"
 )
@@ -20,7 +22,9 @@ func requireSameAsPrometheus(t *testing.T, p *Pipeline, job string, groups []*ta
 		_, ok := want[tt.ID]
 		require.True(t, ok, "target %s not Prometheus's", tt.Labels)
 	}
-	cold := newPipeline(t, nil, PipelineOptions{Parallelism: p.opts.Parallelism}, pipelineYAML)
+	cold, err := NewPipeline(PipelineOptions{Parallelism: p.opts.Parallelism}, nil, nil)
+	require.NoError(t, err)
+	cold.ApplyScrapeConfigs([]*config.ScrapeConfig{p.ScrapeConfig(job)})
 	coldTs, _ := cold.Targets(job, groups)
 	require.ElementsMatch(t, coldTs, ts)
 }
@@ -85,9 +89,13 @@ func TestPipelineRelabelsOnlyChangedGroups(t *testing.T) {
 	require.Equal(t, int64(1060), p.relabeled.Load())
 	requireSameAsPrometheus(t, p, "app", groups, ts)
 
-	// A config reload (new scrape configs) relabels everything, then
-	// nothing again.
+	// A reload of the same config relabels nothing; a changed config
+	// (another scrape interval) everything, then nothing again.
 	require.NoError(t, p.ApplyConfig(loadConfig(t, pipelineYAML)))
+	_, _, changed = p.Update("app", groups)
+	require.False(t, changed)
+	require.Equal(t, int64(1060), p.relabeled.Load())
+	require.NoError(t, p.ApplyConfig(loadConfig(t, strings.Replace(pipelineYAML, "15s", "20s", 1))))
 	ts, _, changed = p.Update("app", groups)
 	require.True(t, changed)
 	require.Equal(t, int64(1060+1010), p.relabeled.Load())

@@ -1,6 +1,7 @@
 package relabel
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -20,6 +21,7 @@ import (
 	"github.com/prometheus/prometheus/discovery/targetgroup"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/scrape"
+	"go.yaml.in/yaml/v2"
 
 	"github.com/shardscrape/shardscrape/internal/targetid"
 )
@@ -179,8 +181,8 @@ func NewPipeline(opts PipelineOptions, logger *slog.Logger, reg prometheus.Regis
 }
 
 // ApplyConfig takes the scrape configs of cfg (scrape_config_files
-// included). Jobs whose config changed lose their cache; jobs gone are
-// forgotten.
+// included). Jobs whose config changed (compared as YAML) lose their
+// cache; jobs gone are forgotten.
 func (p *Pipeline) ApplyConfig(cfg *config.Config) error {
 	scs, err := cfg.GetScrapeConfigs()
 	if err != nil {
@@ -200,7 +202,12 @@ func (p *Pipeline) ApplyScrapeConfigs(scs []*config.ScrapeConfig) {
 	for _, sc := range scs {
 		if old, ok := p.jobs[sc.JobName]; ok {
 			old.mu.Lock()
-			if old.cfg != sc {
+			switch {
+			case old.cfg == sc:
+			case sameScrapeConfig(old.cfg, sc):
+				// Reloaded unchanged: the cached results stand.
+				old.cfg, old.filter = sc, newMetaFilter(sc.RelabelConfigs)
+			default:
 				old.cfg, old.filter, old.cache = sc, newMetaFilter(sc.RelabelConfigs), map[string]*groupResult{}
 				old.ran, old.last, old.lastErrs = false, nil, nil
 			}
@@ -217,6 +224,15 @@ func (p *Pipeline) ApplyScrapeConfigs(scs []*config.ScrapeConfig) {
 		}
 	}
 	p.jobs = jobs
+}
+
+// sameScrapeConfig reports whether a and b are the same configuration as
+// Prometheus writes them out (secrets are written as <secret>, and no
+// secret changes what relabeling gives).
+func sameScrapeConfig(a, b *config.ScrapeConfig) bool {
+	ya, errA := yaml.Marshal(a)
+	yb, errB := yaml.Marshal(b)
+	return errA == nil && errB == nil && bytes.Equal(ya, yb)
 }
 
 // ScrapeConfig returns the scrape config of job, or nil.

@@ -3,6 +3,7 @@ package relabel
 import (
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 
@@ -200,8 +201,11 @@ func TestPipelineCacheAndDuplicates(t *testing.T) {
 	rev, _ := p.Targets("app", []*targetgroup.Group{dup, web})
 	require.ElementsMatch(t, both, rev)
 
-	// A new config for the job drops its cache.
+	// The same config reloaded keeps the cache; a changed one drops it.
 	require.NoError(t, p.ApplyConfig(loadConfig(t, pipelineYAML)))
+	_, _ = p.Targets("app", []*targetgroup.Group{web})
+	require.Equal(t, 4.0, testutil.ToFloat64(p.metrics.groupsCache.WithLabelValues("miss")))
+	require.NoError(t, p.ApplyConfig(loadConfig(t, strings.Replace(pipelineYAML, "15s", "20s", 1))))
 	_, _ = p.Targets("app", []*targetgroup.Group{web})
 	require.Equal(t, 5.0, testutil.ToFloat64(p.metrics.groupsCache.WithLabelValues("miss")))
 }

@@ -142,13 +142,18 @@ func TestSyncerSendsOnlyChangedJobs(t *testing.T) {
 	s.update(map[string][]*targetgroup.Group{"a": groups("x:1", "y:1", "w:1"), "b": groups("z:1")})
 	require.Equal(t, map[string]int{"a": 2, "b": 1}, sink.sends)
 
-	// A reload with new scrape configs re-runs and sends every job.
+	// A reload of the same config sends nothing; one that changes a's
+	// scrape config re-runs and sends a.
 	s.applyConfig(configWithJobs(t, "a", "b"))
-	require.Equal(t, map[string]int{"a": 3, "b": 2}, sink.sends)
+	require.Equal(t, map[string]int{"a": 2, "b": 1}, sink.sends)
+	scs := configWithJobs(t, "a", "b")
+	scs[0].MetricsPath = "/other"
+	s.applyConfig(scs)
+	require.Equal(t, map[string]int{"a": 3, "b": 1}, sink.sends)
 	require.Equal(t, 3, sink.count("a"))
 
 	// A job's source gone: sent, empty.
 	s.update(map[string][]*targetgroup.Group{"a": {}, "b": b})
-	require.Equal(t, map[string]int{"a": 4, "b": 2}, sink.sends)
+	require.Equal(t, map[string]int{"a": 4, "b": 1}, sink.sends)
 	require.False(t, sink.has("a"))
 }
