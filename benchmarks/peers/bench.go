@@ -379,6 +379,7 @@ func (b *bench) runPeer(ctx context.Context, peer, run string, n int, window tim
 	m.ProxySamples = s.InWindow.Samples
 	m.BodyBytes, m.WireSamples, m.ReportSamples = s.BodyBytes, s.All.WireSamples(), s.InWindow.ReportSamples
 	m.WriteRequests, m.DecodeErrors = s.WriteRequests, s.DecodeErrors
+	m.RejectedRequests, m.RejectedSamples = s.RejectedWriteRequests, s.Rejected.Samples
 	m.Protocols = protocols(s.Protocols)
 	m.DelayP50, m.DelayP99, m.DelayMax = s.InWindow.Delay.Quantile(0.5), s.InWindow.Delay.Quantile(0.99), s.InWindow.Delay.Max()
 	if s.DecodeErrors > 0 {

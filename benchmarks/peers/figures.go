@@ -45,7 +45,12 @@ type measurement struct {
 	BodyBytes, WireSamples uint64
 	WriteRequests          uint64
 	DecodeErrors           uint64
-	Protocols              string
+	// RejectedRequests are write requests the receiver did not accept
+	// (non-2xx, or not reachable), RejectedSamples their target samples
+	// (whole run, proxy): a retried request's refused attempts. They are in
+	// no other figure.
+	RejectedRequests, RejectedSamples uint64
+	Protocols                         string
 	// Delays (arrival − sample timestamp) of the window's samples.
 	DelayP50, DelayP99, DelayMax time.Duration
 

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -249,6 +250,11 @@ func TestRender(t *testing.T) {
 	st := steadyTable(res.steady)
 	require.Len(t, st.Rows, 3, "two peers and the coordinator's row")
 	require.Contains(t, st.Rows[1][0], "coordinator")
+	rejected := slices.Index(st.Header, "rejected requests / samples")
+	require.Positive(t, rejected)
+	require.Equal(t, "0 / 0", st.Rows[0][rejected])
+	res.steady[1].RejectedRequests, res.steady[1].RejectedSamples = 3, 2400
+	require.Equal(t, "3 / 2400", steadyTable(res.steady).Rows[2][rejected])
 
 	step := func(peer string, targets int, behind ...string) sweepStep {
 		m := steadyMeasurement()

@@ -45,7 +45,7 @@ func steadyTable(ms []measurement) report.Table {
 		"process", "CPU s (window)", "CPU s (lifetime)", "CPU s / M samples", "samples / CPU s",
 		"peak RSS", "RSS bytes / series", "bytes sent / sample", "p50 delay ms", "p99 delay ms", "max delay ms",
 		"samples served", "delivered (VM)", "delivered (proxy)", "lost", "lost %", "scrapes served / nominal",
-		"up/scrape_* samples", "write requests", "protocol", "decode errors", "bench CPU s (fleet + proxy)", "VictoriaMetrics CPU s",
+		"up/scrape_* samples", "write requests", "rejected requests / samples", "protocol", "decode errors", "bench CPU s (fleet + proxy)", "VictoriaMetrics CPU s",
 	}}
 	for _, m := range ms {
 		name := m.Peer
@@ -62,7 +62,8 @@ func steadyTable(ms []measurement) report.Table {
 			report.Float(m.Served(), 0), report.Float(m.Delivered, 0), report.Float(float64(m.ProxySamples), 0),
 			report.Float(m.Lost(), 0), percent(m.LostFraction()),
 			report.Float(m.ScrapesServed, 0)+" / "+report.Float(m.NominalScrapes(), 0),
-			report.Float(float64(m.ReportSamples), 0), report.Float(float64(m.WriteRequests), 0), m.Protocols, report.Float(float64(m.DecodeErrors), 0),
+			report.Float(float64(m.ReportSamples), 0), report.Float(float64(m.WriteRequests), 0),
+			report.Float(float64(m.RejectedRequests), 0)+" / "+report.Float(float64(m.RejectedSamples), 0), m.Protocols, report.Float(float64(m.DecodeErrors), 0),
 			seconds(m.BenchCPU), seconds(m.ReceiverCPU))
 		if m.Coordinator != nil {
 			t.Add(name+" coordinator (informational)", seconds(m.Coordinator.CPUWindow), "", "", "",
@@ -275,7 +276,7 @@ const methods = `- **CPU s (window)**: utime + stime of the measured process fro
 - **CPU s / M samples** = CPU s (window) ÷ delivered (VM) × 10⁶; **samples / CPU s** is its inverse.
 - **peak RSS**: the larger of VmHWM (/proc/<pid>/status) just before SIGTERM and the exited process's rusage maxrss; **RSS bytes / series** = peak RSS ÷ (targets × series per target).
 - **bytes sent / sample**: request body bytes as sent (compressed) ÷ every sample on the wire (report series and staleness markers included), over the whole run, from the proxy.
-- **delay**: arrival time at the proxy − sample timestamp, for every target sample stamped in the window (ms resolution; up/scrape_* excluded).
+- **delay**: arrival − sample timestamp, for every target sample stamped in the window (ms resolution; up/scrape_* excluded), arrival being the time VictoriaMetrics answered the request 2xx. The proxy counts a request's samples (delivered (proxy), delays, the drain) only once VictoriaMetrics accepted it: a request refused (non-2xx, e.g. 429/5xx) or not forwarded counts in **rejected requests / samples** (whole run) instead, so a retry counts once, with the accepted attempt's delay.
 - **bench CPU s**: this program's own CPU time in the window (/proc/self/stat): the fleet generating the targets' expositions and the proxy counting, on the same cores as the peer. **VictoriaMetrics CPU s**: the receiver's, likewise. Where the two approach a core together, the sweep measures the machine as much as the peer.
 - **up/scrape_* samples**: the samples of the scrapers' own series (up, scrape_*) stamped in the window, from the proxy: counted apart, in no other figure but bytes sent / sample. vmagent sends more of them than Prometheus (scrape_series_added, scrape_timeout_seconds, …).
 - The drain after a window waits until a sample stamped one interval past the window's end arrived and the window's count reached what was served or stopped growing (≥ 2 intervals, ≥ 6 s), at most ` + "`-drain.max`" + `; only then is the process stopped.

@@ -39,7 +39,7 @@ func BenchmarkCount(b *testing.B) {
 	b.ReportAllocs()
 	b.SetBytes(int64(len(body)))
 	for b.Loop() {
-		p.count(req, body, now)
+		p.add(p.decode(req, body), true, now)
 	}
 	b.ReportMetric(float64(b.N)*5000/b.Elapsed().Seconds(), "samples/s")
 }

@@ -3,7 +3,11 @@
 // and the real receiver, forwards every request unchanged and returns the
 // receiver's answer unchanged, and on the way counts what arrived on the
 // wire: requests, body bytes as sent (compressed), samples, and the delay
-// from each sample's timestamp to its arrival.
+// from each sample's timestamp to its arrival. A write request's samples
+// count (and their delay is observed, arrival being the time of the
+// receiver's answer) only once the receiver accepted it with a 2xx; a
+// request it refused (non-2xx) or could not be reached for counts in
+// Rejected, so a sender's retries are counted once, when accepted.
 //
 // It decodes Prometheus remote write 1.0 (snappy prometheus.WriteRequest),
 // 2.0 (snappy io.prometheus.write.v2.Request) and vmagent's VictoriaMetrics
@@ -91,6 +95,11 @@ type Stats struct {
 	// Non2xx are requests the receiver answered with a status other than
 	// 2xx.
 	Non2xx uint64
+	// RejectedWriteRequests are write requests not accepted (answered
+	// non-2xx or not forwarded); Rejected counts their samples (all
+	// timestamps), which are in neither All nor InWindow.
+	RejectedWriteRequests uint64
+	Rejected              Counts
 	// Protocols counts write requests by dialect.
 	Protocols map[Protocol]uint64
 	// All counts every sample that arrived.
@@ -194,11 +203,11 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "body too large", http.StatusRequestEntityTooLarge)
 		return
 	}
-	arrived := p.now()
-	p.count(r, body, arrived)
+	t := p.decode(r, body)
 
 	out, err := http.NewRequestWithContext(r.Context(), r.Method, p.forwardURL(r.URL), bytes.NewReader(body))
 	if err != nil {
+		p.add(t, false, time.Time{})
 		http.Error(w, err.Error(), http.StatusBadGateway)
 		return
 	}
@@ -212,16 +221,20 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.mu.Lock()
 		p.stats.ForwardErrors++
 		p.mu.Unlock()
+		p.add(t, false, time.Time{})
 		p.logger.Warn("Forwarding to the receiver failed", "url", out.URL.String(), "err", err)
 		http.Error(w, fmt.Sprintf("forward: %v", err), http.StatusBadGateway)
 		return
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode/100 != 2 {
+	accepted := resp.StatusCode/100 == 2
+	if !accepted {
 		p.mu.Lock()
 		p.stats.Non2xx++
 		p.mu.Unlock()
 	}
+	// Arrival is the receiver's answer: a sample counts once accepted.
+	p.add(t, accepted, p.now())
 	for k, vs := range resp.Header {
 		for _, v := range vs {
 			w.Header().Add(k, v)
@@ -243,49 +256,80 @@ func (p *Proxy) forwardURL(in *url.URL) string {
 	return u.String()
 }
 
-// count decodes a write request (a POST with a body) and adds it to the
-// stats; any other request is only counted.
-func (p *Proxy) count(r *http.Request, body []byte, arrived time.Time) {
-	if r.Method != http.MethodPost || len(body) == 0 {
-		p.mu.Lock()
-		p.stats.Requests++
-		p.mu.Unlock()
-		return
-	}
-	proto := protocolOf(r.Header)
-	type key struct {
-		report, stale, window bool
-		ts                    int64
-	}
-	// Decoded outside the lock: tally per (kind, timestamp), since one
-	// scrape's samples share a timestamp.
-	tally := map[key]uint64{}
-	var maxTS int64
-	p.mu.Lock()
-	window := p.stats.Window
-	p.mu.Unlock()
-	err := decode(proto, body, func(s sample) {
-		tally[key{report: s.report, stale: s.stale, window: window.Contains(s.ts), ts: s.ts}]++
-		maxTS = max(maxTS, s.ts)
-	})
+// tallyKey is one kind of sample at one timestamp: one scrape's samples
+// share a timestamp.
+type tallyKey struct {
+	report, stale bool
+	ts            int64
+}
 
+// tally is one request decoded, before the receiver answered.
+type tally struct {
+	write   bool // a POST with a body
+	proto   Protocol
+	bytes   int
+	err     error
+	maxTS   int64
+	samples map[tallyKey]uint64
+}
+
+// decode decodes a write request (a POST with a body) into a tally, outside
+// the lock; any other request is only counted by add.
+func (p *Proxy) decode(r *http.Request, body []byte) tally {
+	if r.Method != http.MethodPost || len(body) == 0 {
+		return tally{}
+	}
+	t := tally{write: true, proto: protocolOf(r.Header), bytes: len(body), samples: map[tallyKey]uint64{}}
+	t.err = decode(t.proto, body, func(s sample) {
+		t.samples[tallyKey{report: s.report, stale: s.stale, ts: s.ts}]++
+		t.maxTS = max(t.maxTS, s.ts)
+	})
+	if t.err != nil {
+		t.samples = nil
+	}
+	return t
+}
+
+// add adds a request's tally to the stats: its samples to All and
+// InWindow when the receiver accepted it (arrived is then its answer's
+// time), to Rejected when not.
+func (p *Proxy) add(t tally, accepted bool, arrived time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	st := &p.stats
 	st.Requests++
-	st.WriteRequests++
-	st.BodyBytes += uint64(len(body))
-	st.Protocols[proto]++
-	if err != nil {
-		st.DecodeErrors++
-		st.LastDecodeError = err.Error()
-		p.logger.Warn("Undecodable write request (forwarded anyway)", "protocol", proto, "bytes", len(body), "err", err)
+	if !t.write {
 		return
 	}
-	if maxTS > 0 && (st.MaxTimestamp.IsZero() || maxTS > st.MaxTimestamp.UnixMilli()) {
-		st.MaxTimestamp = time.UnixMilli(maxTS)
+	st.WriteRequests++
+	st.BodyBytes += uint64(t.bytes)
+	st.Protocols[t.proto]++
+	if !accepted {
+		st.RejectedWriteRequests++
 	}
-	for k, n := range tally {
+	if t.err != nil {
+		st.DecodeErrors++
+		st.LastDecodeError = t.err.Error()
+		p.logger.Warn("Undecodable write request (forwarded anyway)", "protocol", t.proto, "bytes", t.bytes, "err", t.err)
+		return
+	}
+	if !accepted {
+		for k, n := range t.samples {
+			switch {
+			case k.stale:
+				st.Rejected.StaleMarkers += n
+			case k.report:
+				st.Rejected.ReportSamples += n
+			default:
+				st.Rejected.Samples += n
+			}
+		}
+		return
+	}
+	if t.maxTS > 0 && (st.MaxTimestamp.IsZero() || t.maxTS > st.MaxTimestamp.UnixMilli()) {
+		st.MaxTimestamp = time.UnixMilli(t.maxTS)
+	}
+	for k, n := range t.samples {
 		add := func(c *Counts) {
 			switch {
 			case k.stale:
@@ -298,8 +342,7 @@ func (p *Proxy) count(r *http.Request, body []byte, arrived time.Time) {
 			}
 		}
 		add(&st.All)
-		// The window may have changed since the decode: recheck.
-		if k.window && st.Window == window {
+		if st.Window.Contains(k.ts) {
 			add(&st.InWindow)
 		}
 	}

@@ -264,7 +264,63 @@ func TestReceiverDown(t *testing.T) {
 	require.Equal(t, http.StatusBadGateway, resp.StatusCode)
 	s := p.Stats()
 	require.Equal(t, uint64(1), s.ForwardErrors)
-	require.Equal(t, uint64(4), s.All.Samples, "counted as it arrived")
+	require.Zero(t, s.All.WireSamples(), "not accepted: not counted")
+	require.Equal(t, uint64(1), s.RejectedWriteRequests)
+	require.Equal(t, uint64(4), s.Rejected.Samples)
+	require.Equal(t, uint64(2), s.Rejected.ReportSamples)
+	require.Equal(t, uint64(1), s.Rejected.StaleMarkers)
+}
+
+// TestRetryCountedOnce: a request refused (503, 429) and retried counts
+// its samples once, when accepted, with the accepted attempt's delay; the
+// refused attempts count in Rejected.
+func TestRetryCountedOnce(t *testing.T) {
+	t0 := time.UnixMilli(1_700_000_000_000)
+	var (
+		mu       sync.Mutex
+		statuses = []int{http.StatusServiceUnavailable, http.StatusTooManyRequests, http.StatusNoContent}
+		clock    = t0.Add(time.Second)
+	)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.ReadAll(r.Body)
+		mu.Lock()
+		st := statuses[0]
+		statuses = statuses[1:]
+		mu.Unlock()
+		w.WriteHeader(st)
+	}))
+	t.Cleanup(srv.Close)
+	p, err := New(Options{Target: srv.URL, Now: func() time.Time {
+		mu.Lock()
+		defer mu.Unlock()
+		return clock
+	}})
+	require.NoError(t, err)
+	require.NoError(t, p.Start())
+	t.Cleanup(func() { _ = p.Close(context.Background()) })
+	p.SetWindow(Window{From: t0, To: t0.Add(time.Minute)})
+
+	body := v1Body(t, series(t0))
+	for i, want := range []int{http.StatusServiceUnavailable, http.StatusTooManyRequests, http.StatusNoContent} {
+		mu.Lock()
+		clock = t0.Add(time.Duration(i+1) * 10 * time.Second) // 10 s, 20 s, 30 s after t0
+		mu.Unlock()
+		resp, err := http.Post(p.URL()+"/api/v1/write", "application/x-protobuf", bytes.NewReader(body))
+		require.NoError(t, err)
+		resp.Body.Close()
+		require.Equal(t, want, resp.StatusCode)
+	}
+	s := p.Stats()
+	require.Equal(t, uint64(3), s.WriteRequests)
+	require.Equal(t, uint64(2), s.Non2xx)
+	require.Equal(t, uint64(2), s.RejectedWriteRequests)
+	require.Equal(t, uint64(8), s.Rejected.Samples, "two refused attempts of 4 samples")
+	require.Equal(t, uint64(4), s.All.Samples, "counted once")
+	require.Equal(t, uint64(4), s.InWindow.Samples, "counted once")
+	require.Equal(t, uint64(4), s.InWindow.Delay.Count())
+	// Delays are from the accepted (third) attempt: 30 s and 29 s.
+	require.Equal(t, 29*time.Second, s.InWindow.Delay.Quantile(0.5))
+	require.Equal(t, 30*time.Second, s.InWindow.Delay.Max())
 }
 
 func TestTargetPathPrefix(t *testing.T) {
