@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -145,7 +146,7 @@ func (b *bench) all(ctx context.Context) (result, error) {
 		if b.o.rounds > 1 {
 			run = fmt.Sprintf("steady-%d", r)
 		}
-		for _, peer := range b.o.peers {
+		for _, peer := range roundOrder(b.o.peers, r) {
 			b.logger.Info("Steady run", "peer", peer, "round", r, "targets", b.o.targets, "window", b.o.duration)
 			profile := ""
 			if r == 1 {
@@ -211,6 +212,17 @@ func (b *bench) all(ctx context.Context) (result, error) {
 		}
 	}
 	return res, nil
+}
+
+// roundOrder is the order of the peers in steady round r (from 1): as
+// given in odd rounds, reversed in even ones (A B C, C B A, A B C, …), so
+// that over rounds no peer always runs first, or always after the same one.
+func roundOrder(peers []string, r int) []string {
+	order := slices.Clone(peers)
+	if r%2 == 0 {
+		slices.Reverse(order)
+	}
+	return order
 }
 
 // runPeer runs one peer over the first n targets: start, warm up, measure a

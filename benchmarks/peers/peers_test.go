@@ -287,6 +287,21 @@ func TestRender(t *testing.T) {
 	require.Contains(t, printTables(res), "falls behind")
 }
 
+func TestRoundOrder(t *testing.T) {
+	peers := []string{peerShardscrape, peerAgent, peerVMAgent}
+	require.Equal(t, peers, roundOrder(peers, 1))
+	require.Equal(t, []string{peerVMAgent, peerAgent, peerShardscrape}, roundOrder(peers, 2))
+	require.Equal(t, peers, roundOrder(peers, 3))
+	require.Equal(t, []string{peerShardscrape, peerAgent, peerVMAgent}, peers, "the flag's order is left alone")
+
+	o := options{targets: 200, series: 800, interval: 5 * time.Second, duration: time.Minute, rounds: 1, peers: peers, rssCap: 6 << 30}
+	md := markdown(header{o: o, series: 800, started: time.Unix(0, 0)}, result{}, "")
+	require.Contains(t, md, "in the order shardscrape, prometheus-agent, vmagent (")
+	o.rounds = 4
+	md = markdown(header{o: o, series: 800, started: time.Unix(0, 0)}, result{}, "")
+	require.Contains(t, md, "shardscrape, prometheus-agent, vmagent in odd rounds and vmagent, prometheus-agent, shardscrape in even ones")
+}
+
 func TestRatioRounds(t *testing.T) {
 	var ms []measurement
 	for r, cpu := range []time.Duration{2 * time.Second, 4 * time.Second, 8 * time.Second} {

@@ -248,7 +248,10 @@ func markdown(h header, res result, svgName string) string {
 			o.sweep, o.sweepDuration, 100*maxLostFraction, maxDelayIntervals, 100*minServedFraction, bytesIEC(o.rssCap))
 	}
 	if o.rounds > 1 {
-		fmt.Fprintf(&b, "- Steady phase in %d rounds, every peer once per round in the order %s (A B A B); the ratios are the median of the rounds' ratios (range in brackets).\n", o.rounds, strings.Join(o.peers, ", "))
+		fmt.Fprintf(&b, "- Steady phase in %d rounds, every peer once per round, in the order %s in odd rounds and %s in even ones; the ratios are the median of the rounds' ratios (range in brackets).\n",
+			o.rounds, strings.Join(roundOrder(o.peers, 1), ", "), strings.Join(roundOrder(o.peers, 2), ", "))
+	} else {
+		fmt.Fprintf(&b, "- Steady phase in one round, the peers in the order %s (each after the previous one's processes stopped; the order is not varied: use -rounds ≥ 2 to alternate it).\n", strings.Join(o.peers, ", "))
 	}
 	b.WriteString("- Peers run one after another against one VictoriaMetrics v1.151.0, each through its own counting proxy (benchmarks/internal/rwproxy), its series labelled bench_peer=<peer>, bench_run=<run>.\n\n")
 	b.WriteString("## Settings\n\n")
