@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"time"
@@ -54,6 +55,10 @@ type sweepStep struct {
 	measurement
 	Skipped string   // why the step did not run (the RSS prediction)
 	Behind  []string // fallsBehind reasons
+	// MachineBound: it fell behind with the machine's cores ≥ 90 % busy
+	// (machineBound), so the step says more about the machine than the
+	// peer.
+	MachineBound bool
 }
 
 // newBench starts VictoriaMetrics and the fleet; close stops them.
@@ -205,7 +210,9 @@ func (b *bench) all(ctx context.Context) (result, error) {
 				b.logger.Warn("Sweep step failed", "peer", peer, "targets", n, "err", err)
 			} else if step.Behind = fallsBehind(m); len(step.Behind) > 0 {
 				st.stopped = true
-				b.logger.Info("Peer falls behind", "peer", peer, "targets", n, "why", strings.Join(step.Behind, "; "))
+				step.MachineBound = machineBound(m)
+				b.logger.Info("Peer falls behind", "peer", peer, "targets", n, "why", strings.Join(step.Behind, "; "),
+					"machine_bound", step.MachineBound, "machine_cpu_share", m.MachineShare())
 			}
 			st.prevTargets, st.prevPeak = n, m.PeakRSS
 			res.sweep = append(res.sweep, step)
@@ -229,7 +236,7 @@ func roundOrder(peers []string, r int) []string {
 // window of sample timestamps, let the window's samples arrive, stop, and
 // ask the receiver.
 func (b *bench) runPeer(ctx context.Context, peer, run string, n int, window time.Duration, profileDir string) (m measurement, err error) {
-	m = measurement{Peer: peer, Run: run, Targets: n, Series: b.series, Interval: b.o.interval}
+	m = measurement{Peer: peer, Run: run, Targets: n, Series: b.series, Interval: b.o.interval, Cores: runtime.NumCPU()}
 	proxy, err := rwproxy.New(rwproxy.Options{Target: b.vm.url, Logger: b.logger.With("component", "rwproxy", "peer", peer)})
 	if err != nil {
 		return m, err

@@ -65,6 +65,10 @@ type measurement struct {
 	// Coordinator is the shardscrape coordinator's usage (informational).
 	Coordinator *usageFigures
 
+	// Cores is the CPUs this program may run on (runtime.NumCPU), which the
+	// peer, the fleet, the proxy and VictoriaMetrics share.
+	Cores int
+
 	// Err says why the run failed ("" when it did not); its figures are
 	// then incomplete.
 	Err string
@@ -130,8 +134,30 @@ func ratio(a, b float64) float64 {
 	return a / b
 }
 
+// MachineCPU is the CPU time of every process of the run in the window:
+// the peer's (its coordinator too), this program's (fleet and proxy) and
+// VictoriaMetrics'.
+func (m measurement) MachineCPU() time.Duration {
+	d := m.CPUWindow + m.BenchCPU + m.ReceiverCPU
+	if m.Coordinator != nil {
+		d += m.Coordinator.CPUWindow
+	}
+	return d
+}
+
+// MachineShare is MachineCPU ÷ (cores × window): 1 is every core busy for
+// the whole window (NaN without cores or a window).
+func (m measurement) MachineShare() float64 {
+	return ratio(m.MachineCPU().Seconds(), float64(m.Cores)*m.window().Seconds())
+}
+
+// machineBound tells whether the machine, not the peer, was the limit: the
+// run's processes used at least 90 % of all cores over the window.
+func machineBound(m measurement) bool { return m.MachineShare() >= maxMachineShare }
+
 // Thresholds of the falls-behind rule.
 const (
+	maxMachineShare   = 0.9
 	maxLostFraction   = 0.01
 	maxDelayIntervals = 2
 	minServedFraction = 0.95

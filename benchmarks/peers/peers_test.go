@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/prometheus/config"
 	"github.com/stretchr/testify/require"
 
+	"github.com/shardscrape/shardscrape/benchmarks/internal/report"
 	"github.com/shardscrape/shardscrape/internal/testenv"
 )
 
@@ -81,6 +82,20 @@ func TestFallsBehind(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestMachineBound(t *testing.T) {
+	m := steadyMeasurement() // 60 s window, CPU 6 s
+	m.Cores = 2
+	m.BenchCPU, m.ReceiverCPU = 90*time.Second, 12*time.Second // 108 s of 120: exactly 90 %
+	require.InDelta(t, 0.9, m.MachineShare(), 1e-12)
+	require.True(t, machineBound(m))
+	m.ReceiverCPU -= time.Second
+	require.False(t, machineBound(m))
+	m.Coordinator = &usageFigures{CPUWindow: time.Second}
+	require.True(t, machineBound(m), "the coordinator's CPU counts")
+	m.Cores = 0
+	require.False(t, machineBound(m), "no cores known: not machine-bound")
 }
 
 func TestWouldExceedCap(t *testing.T) {
@@ -261,12 +276,23 @@ func TestRender(t *testing.T) {
 		m.Peer, m.Targets, m.Run = peer, targets, "sweep"
 		return sweepStep{measurement: m, Behind: behind}
 	}
+	var sw report.Table
 	res.sweep = []sweepStep{
 		step(peerShardscrape, 400), step(peerAgent, 400),
 		step(peerShardscrape, 800), step(peerAgent, 800, "lost 5.00% > 1%"),
 		{measurement: measurement{Peer: peerShardscrape, Targets: 1600, Series: 800}, Skipped: "RSS"},
 	}
-	sw := sweepTable(res.sweep)
+	bound := step(peerAgent, 1600, "p99 delay 11s > 10s")
+	// 2 cores × 60 s window = 120 CPU s; 50 + 40 + 20 + coordinator 2 = 112: 93.33 %.
+	bound.Cores, bound.CPUWindow, bound.BenchCPU, bound.ReceiverCPU = 2, 50*time.Second, 40*time.Second, 20*time.Second
+	bound.Coordinator = &usageFigures{CPUWindow: 2 * time.Second}
+	bound.MachineBound = machineBound(bound.measurement)
+	require.True(t, bound.MachineBound)
+	sw = sweepTable(append(slices.Clone(res.sweep), bound))
+	require.Equal(t, "93.33 %", sw.Rows[5][len(sw.Rows[5])-2])
+	require.Contains(t, sw.Rows[5][len(sw.Rows[5])-1], "machine-bound (machine CPU 93.33 % ≥ 90 %): p99 delay")
+	require.NotContains(t, sw.Rows[5][len(sw.Rows[5])-1], "falls behind")
+	sw = sweepTable(res.sweep)
 	require.Len(t, sw.Rows, 5)
 	require.Contains(t, sw.Rows[3][len(sw.Rows[3])-1], "falls behind: lost")
 	require.Contains(t, sw.Rows[4][len(sw.Rows[4])-1], "not run: RSS")

@@ -151,22 +151,24 @@ func ratioCell(rs []float64) string {
 
 func sweepTable(steps []sweepStep) report.Table {
 	t := report.Table{Header: []string{"targets", "process", "active series", "samples / CPU s", "peak RSS",
-		"RSS bytes / series", "bytes / sample", "p99 delay ms", "lost %", "scrapes served / nominal", "bench CPU s (fleet + proxy)", "VictoriaMetrics CPU s", "verdict"}}
+		"RSS bytes / series", "bytes / sample", "p99 delay ms", "lost %", "scrapes served / nominal", "bench CPU s (fleet + proxy)", "VictoriaMetrics CPU s", "machine CPU %", "verdict"}}
 	for _, s := range steps {
 		verdict := "keeps up"
 		switch {
 		case s.Skipped != "":
-			t.Add(report.Float(float64(s.Targets), 0), s.Peer, report.Float(s.ActiveSeries(), 0), "", "", "", "", "", "", "", "", "", "not run: "+s.Skipped)
+			t.Add(report.Float(float64(s.Targets), 0), s.Peer, report.Float(s.ActiveSeries(), 0), "", "", "", "", "", "", "", "", "", "", "not run: "+s.Skipped)
 			continue
 		case s.Err != "":
 			verdict = "failed: " + shortErr(s.Err)
+		case len(s.Behind) > 0 && s.MachineBound:
+			verdict = fmt.Sprintf("machine-bound (machine CPU %s ≥ %.0f %%): %s", percent(s.MachineShare()), 100*maxMachineShare, strings.Join(s.Behind, "; "))
 		case len(s.Behind) > 0:
 			verdict = "falls behind: " + strings.Join(s.Behind, "; ")
 		}
 		t.Add(report.Float(float64(s.Targets), 0), s.Peer, report.Float(s.ActiveSeries(), 0),
 			report.Float(s.SamplesPerCPUSecond(), 0), bytesIEC(s.PeakRSS), report.Float(s.RSSPerSeries(), 0),
 			report.Float(s.BytesPerSample(), 3), millis(s.DelayP99), percent(s.LostFraction()),
-			report.Float(s.ScrapesServed, 0)+" / "+report.Float(s.NominalScrapes(), 0), seconds(s.BenchCPU), seconds(s.ReceiverCPU), verdict)
+			report.Float(s.ScrapesServed, 0)+" / "+report.Float(s.NominalScrapes(), 0), seconds(s.BenchCPU), seconds(s.ReceiverCPU), percent(s.MachineShare()), verdict)
 	}
 	return t
 }
@@ -280,7 +282,7 @@ const methods = `- **CPU s (window)**: utime + stime of the measured process fro
 - **peak RSS**: the larger of VmHWM (/proc/<pid>/status) just before SIGTERM and the exited process's rusage maxrss; **RSS bytes / series** = peak RSS ÷ (targets × series per target).
 - **bytes sent / sample**: request body bytes as sent (compressed) ÷ every sample on the wire (report series and staleness markers included), over the whole run, from the proxy.
 - **delay**: arrival − sample timestamp, for every target sample stamped in the window (ms resolution; up/scrape_* excluded), arrival being the time VictoriaMetrics answered the request 2xx. The proxy counts a request's samples (delivered (proxy), delays, the drain) only once VictoriaMetrics accepted it: a request refused (non-2xx, e.g. 429/5xx) or not forwarded counts in **rejected requests / samples** (whole run) instead, so a retry counts once, with the accepted attempt's delay.
-- **bench CPU s**: this program's own CPU time in the window (/proc/self/stat): the fleet generating the targets' expositions and the proxy counting, on the same cores as the peer. **VictoriaMetrics CPU s**: the receiver's, likewise. Where the two approach a core together, the sweep measures the machine as much as the peer.
+- **bench CPU s**: this program's own CPU time in the window (/proc/self/stat): the fleet generating the targets' expositions and the proxy counting, on the same cores as the peer. **VictoriaMetrics CPU s**: the receiver's, likewise. **machine CPU %** (sweep) = (the peer's CPU s, its coordinator's included, + bench CPU s + VictoriaMetrics CPU s) ÷ (cores × window). A step that falls behind with machine CPU ≥ 90 % is marked **machine-bound**, not "falls behind": the cores were the limit, not the peer (the peer still stops rising there).
 - **up/scrape_* samples**: the samples of the scrapers' own series (up, scrape_*) stamped in the window, from the proxy: counted apart, in no other figure but bytes sent / sample. vmagent sends more of them than Prometheus (scrape_series_added, scrape_timeout_seconds, …).
 - The drain after a window waits until a sample stamped one interval past the window's end arrived and the window's count reached what was served or stopped growing (≥ 2 intervals, ≥ 6 s), at most ` + "`-drain.max`" + `; only then is the process stopped.
 `
