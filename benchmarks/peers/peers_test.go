@@ -259,6 +259,9 @@ func TestRender(t *testing.T) {
 	rt, ok := ratioTable(res.steady)
 	require.True(t, ok)
 	require.Equal(t, []string{peerAgent, "2.00×", "0.50×", "1.00×", "1.00×"}, rt.Rows[0])
+	// Scraper + coordinator: 6 + 1 CPU s, 160 MB + 80 MiB against the agent's 12 s, 320 MB.
+	require.Len(t, rt.Rows, 2)
+	require.Equal(t, []string{peerAgent + " (shardscrape scraper + coordinator)", "1.71×", "0.76×", "1.00×", "1.00×"}, rt.Rows[1])
 	_, ok = ratioTable([]measurement{agent})
 	require.False(t, ok, "no shardscrape peer, no ratios")
 

@@ -75,7 +75,9 @@ func steadyTable(ms []measurement) report.Table {
 
 // ratioTable compares the first shardscrape peer with every other peer,
 // within each round; over several rounds it gives the median of the
-// rounds' ratios and their range. > 1× is better for shardscrape in the
+// rounds' ratios and their range. Each peer has a row against the scraper
+// alone and, when the coordinator was measured, one against scraper +
+// coordinator (CPU and peak RSS summed). > 1× is better for shardscrape in the
 // first column, < 1× in the others.
 func ratioTable(ms []measurement) (report.Table, bool) {
 	t := report.Table{Header: []string{"shardscrape vs", "samples / CPU s (higher is better)", "RSS / series (lower is better)",
@@ -94,8 +96,17 @@ func ratioTable(ms []measurement) (report.Table, bool) {
 		measurement.SamplesPerCPUSecond, measurement.RSSPerSeries, measurement.BytesPerSample,
 		func(m measurement) float64 { return m.DelayP99.Seconds() },
 	}
-	var peers []string
-	ratios := map[string][][]float64{} // peer → figure → one ratio per round
+	var rows []string
+	ratios := map[string][][]float64{} // row → figure → one ratio per round
+	addRatios := func(row string, base, m measurement) {
+		if _, ok := ratios[row]; !ok {
+			rows = append(rows, row)
+			ratios[row] = make([][]float64, len(figures))
+		}
+		for i, f := range figures {
+			ratios[row][i] = append(ratios[row][i], ratio(f(base), f(m)))
+		}
+	}
 	for _, m := range ms {
 		if m.Peer == basePeer || m.Err != "" {
 			continue
@@ -109,22 +120,29 @@ func ratioTable(ms []measurement) (report.Table, bool) {
 		if base == nil {
 			continue
 		}
-		if _, ok := ratios[m.Peer]; !ok {
-			peers = append(peers, m.Peer)
-			ratios[m.Peer] = make([][]float64, len(figures))
-		}
-		for i, f := range figures {
-			ratios[m.Peer][i] = append(ratios[m.Peer][i], ratio(f(*base), f(m)))
+		addRatios(m.Peer, *base, m)
+		if base.Coordinator != nil {
+			addRatios(m.Peer+" (shardscrape scraper + coordinator)", withCoordinator(*base), m)
 		}
 	}
-	for _, p := range peers {
-		row := []string{p}
-		for _, rs := range ratios[p] {
+	for _, r := range rows {
+		row := []string{r}
+		for _, rs := range ratios[r] {
 			row = append(row, ratioCell(rs))
 		}
 		t.Add(row...)
 	}
 	return t, len(t.Rows) > 0
+}
+
+// withCoordinator is a shardscrape run with its coordinator's CPU and peak
+// RSS added to the scraper's: the whole of shardscrape for one worker.
+func withCoordinator(m measurement) measurement {
+	if m.Coordinator != nil {
+		m.CPUWindow += m.Coordinator.CPUWindow
+		m.PeakRSS += m.Coordinator.PeakRSS
+	}
+	return m
 }
 
 // ratioCell formats one ratio, or the median of several with their range.
