@@ -143,3 +143,38 @@ func TestPlaceStickyJoinerGetsItsShareAtScale(t *testing.T) {
 		}
 	}
 }
+
+// At scale the ring's own loads shift a little on every leave and on every
+// discovery change; a sticky placement must not follow them: a leave moves
+// only the leaver's keys and added or removed keys move no other key.
+func TestPlaceStickyStayersKeepTheirKeysAtScale(t *testing.T) {
+	const members, n = 200, 100_000
+	ids := make([]string, members)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("scraper-%d", i)
+	}
+	for seed := range uint64(3) {
+		rng := rand.New(rand.NewPCG(seed, 43))
+		keys := make([]uint64, n+150)
+		for i := range keys {
+			keys[i] = rng.Uint64()
+		}
+		base, _ := placeStickyRun(t, ids, keys[:n], make([]string, n))
+
+		// 150 keys added, then removed again.
+		grown, _ := placeStickyRun(t, ids, keys, append(append([]string{}, base...), make([]string, 150)...))
+		for i := range n {
+			require.Equal(t, base[i], grown[i], "seed %d: an existing key moved when keys were added", seed)
+		}
+		shrunk, _ := placeStickyRun(t, ids, keys[:n], grown[:n])
+		require.Equal(t, base, shrunk, "seed %d: a key moved when others were removed", seed)
+
+		// scraper-7 leaves.
+		left, _ := placeStickyRun(t, append(append([]string{}, ids[:7]...), ids[8:]...), keys[:n], base)
+		for i := range n {
+			if base[i] != "scraper-7" {
+				require.Equal(t, base[i], left[i], "seed %d: a stayer's key moved on a leave", seed)
+			}
+		}
+	}
+}
