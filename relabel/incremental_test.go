@@ -139,6 +139,13 @@ func TestPipelineSplitsLargeGroups(t *testing.T) {
 	got, _ := four.Targets("app", []*targetgroup.Group{tg})
 	require.Equal(t, want, got)
 	requireSameAsPrometheus(t, four, "app", []*targetgroup.Group{tg}, got)
+	// Read again (a new group, the same content): hashed in chunks, equal
+	// to the hash taken while relabeling, so nothing is relabeled.
+	before := four.relabeled.Load()
+	_, _, changed := four.Update("app", []*targetgroup.Group{consulGroup("big", n, ipOf)})
+	require.False(t, changed)
+	require.Equal(t, before, four.relabeled.Load())
+	require.Equal(t, groupHash(tg), four.jobs["app"].cache["big"].hash)
 	// Kept in discovery order.
 	next := 0
 	for _, tt := range got {

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"weak"
 
 	"github.com/cespare/xxhash/v2"
 	"github.com/prometheus/client_golang/prometheus"
@@ -106,9 +107,11 @@ type jobState struct {
 }
 
 type groupResult struct {
-	group      *targetgroup.Group // computed from (or found equal to) this one
-	hash       uint64             // groupHash(group) when hashed
-	hashed     bool
+	// id is the group this was computed from or found equal to, weakly:
+	// groups discovery replaced are not kept alive by the cache.
+	id   weak.Pointer[targetgroup.Group]
+	hash uint64 // groupHash
+
 	podVersion uint64
 	pods       []*Pod // the pod each target mapped to, nil for none
 	kept       []Target
@@ -306,33 +309,44 @@ func (p *Pipeline) run(job string, groups []*targetgroup.Group, again bool) ([]T
 	}
 
 	// Find the groups whose cached result is stale: the same group
-	// (pointer) is unchanged, another one with the same content too. A
-	// source not seen before is not hashed (a big file_sd group would be
-	// hashed on one goroutine): its hash is taken when another group of
-	// that source comes.
+	// (pointer) is unchanged, another one with the same content too.
 	results := make([]*groupResult, len(groups))
+	ids := make([]weak.Pointer[targetgroup.Group], len(groups))
 	hashes := make([]uint64, len(groups))
-	var stale []int
+	hashed := make([]bool, len(groups))
+	var toHash, stale []int
 	p.parallel(len(groups), func(_, i int) {
 		tg := groups[i]
 		if tg == nil {
 			return
 		}
+		ids[i] = weak.Make(tg)
 		r, ok := j.cache[keys[i]]
 		if !ok {
-			return
+			return // a new source: relabeled, hashed meanwhile
 		}
-		if r.group != tg {
-			// Keys are distinct: r is this goroutine's alone.
-			if !r.hashed {
-				r.hash, r.hashed = groupHash(r.group), true
-			}
-			hashes[i] = groupHash(tg)
-			if hashes[i] != r.hash {
-				return
-			}
+		if r.id != ids[i] {
+			return // another group of a known source: hashed first
 		}
+		hashes[i], hashed[i] = r.hash, true
 		if p.podsUnchanged(r, tg, hasVersion, podVersion) {
+			results[i] = r
+		}
+	})
+	for i, tg := range groups {
+		if tg != nil && !hashed[i] {
+			if _, ok := j.cache[keys[i]]; ok {
+				toHash = append(toHash, i)
+			}
+		}
+	}
+	// Hash those in chunks on every goroutine (a file_sd group of a
+	// million targets read again).
+	p.hashGroups(groups, toHash, hashes)
+	p.parallel(len(toHash), func(_, k int) {
+		i := toHash[k]
+		hashed[i] = true
+		if r := j.cache[keys[i]]; r.hash == hashes[i] && p.podsUnchanged(r, groups[i], hasVersion, podVersion) {
 			results[i] = r
 		}
 	})
@@ -345,7 +359,7 @@ func (p *Pipeline) run(job string, groups []*targetgroup.Group, again bool) ([]T
 		if results[i] == nil {
 			stale = append(stale, i)
 		} else {
-			results[i].group = tg
+			results[i].id = ids[i]
 		}
 	}
 	p.metrics.groupsCache.WithLabelValues("hit").Add(float64(nonNil - len(stale)))
@@ -363,16 +377,14 @@ func (p *Pipeline) run(job string, groups []*targetgroup.Group, again bool) ([]T
 		return nil, nil, false
 	}
 
-	// Relabel the stale groups in chunks, in parallel.
-	type chunk struct{ g, lo, hi int }
-	const chunkSize = 2048
+	// Relabel the stale groups in chunks, in parallel (and hash those not
+	// hashed yet).
 	var chunks []chunk
 	for _, gi := range stale {
 		n := len(groups[gi].Targets)
-		// hashes[gi] is the group's hash when set (its source was cached).
 		// kept is filled in place: each chunk appends within its own
 		// range, then the ranges are moved together.
-		results[gi] = &groupResult{group: groups[gi], hash: hashes[gi], hashed: hashes[gi] != 0, podVersion: podVersion, pods: make([]*Pod, n), kept: make([]Target, n)}
+		results[gi] = &groupResult{id: ids[gi], hash: hashes[gi], podVersion: podVersion, pods: make([]*Pod, n), kept: make([]Target, n)}
 		p.relabeled.Add(int64(n))
 		for lo := 0; lo < n; lo += chunkSize {
 			chunks = append(chunks, chunk{gi, lo, min(lo+chunkSize, n)})
@@ -388,6 +400,9 @@ func (p *Pipeline) run(job string, groups []*targetgroup.Group, again bool) ([]T
 		}
 		c := chunks[i]
 		parts[i].kept = results[c.g].kept[c.lo:c.lo:c.hi]
+		if !hashed[c.g] {
+			parts[i].hash = chunkHash(groups[c.g], c.lo, c.hi)
+		}
 		p.relabel(job, j.cfg, j.filter, scratch[w], groups[c.g], c.lo, c.hi, results[c.g].pods, &parts[i])
 	})
 	filled := make(map[*groupResult]int, len(stale))
@@ -398,6 +413,16 @@ func (p *Pipeline) run(job string, groups []*targetgroup.Group, again bool) ([]T
 		r.errs = append(r.errs, parts[i].errs...)
 		r.dropped += parts[i].dropped
 		r.enriched += parts[i].enriched
+	}
+	for _, gi := range stale {
+		if !hashed[gi] {
+			results[gi].hash = groupHashStart(groups[gi])
+		}
+	}
+	for i, c := range chunks {
+		if !hashed[c.g] {
+			results[c.g].hash = mix(results[c.g].hash, parts[i].hash)
+		}
 	}
 	for r, k := range filled {
 		r.kept = r.kept[:k]
@@ -660,11 +685,50 @@ func Enrich(tLabels, tgLabels model.LabelSet, pod *Pod, names TargetLabels) mode
 	return out
 }
 
-// groupHash hashes a group's labels and targets, independent of map order.
+// chunk is targets lo..hi of group g: the unit of parallel work.
+type chunk struct{ g, lo, hi int }
+
+const chunkSize = 2048
+
+// hashGroups sets hashes[i] to groupHash(groups[i]) for each i in idx,
+// on every goroutine.
+func (p *Pipeline) hashGroups(groups []*targetgroup.Group, idx []int, hashes []uint64) {
+	var chunks []chunk
+	for _, gi := range idx {
+		for lo := 0; lo < len(groups[gi].Targets); lo += chunkSize {
+			chunks = append(chunks, chunk{gi, lo, min(lo+chunkSize, len(groups[gi].Targets))})
+		}
+	}
+	parts := make([]uint64, len(chunks))
+	p.parallel(len(chunks), func(_, i int) {
+		c := chunks[i]
+		parts[i] = chunkHash(groups[c.g], c.lo, c.hi)
+	})
+	for _, gi := range idx {
+		hashes[gi] = groupHashStart(groups[gi])
+	}
+	for i, c := range chunks {
+		hashes[c.g] = mix(hashes[c.g], parts[i])
+	}
+}
+
+// groupHash hashes a group's labels and targets, independent of map order:
+// groupHashStart mixed with the chunkHash of each chunk in order.
 func groupHash(tg *targetgroup.Group) uint64 {
-	h := mix(xxhash.Sum64String(tg.Source), setHash(tg.Labels))
-	h = mix(h, uint64(len(tg.Targets)))
-	for _, t := range tg.Targets {
+	h := groupHashStart(tg)
+	for lo := 0; lo < len(tg.Targets); lo += chunkSize {
+		h = mix(h, chunkHash(tg, lo, min(lo+chunkSize, len(tg.Targets))))
+	}
+	return h
+}
+
+func groupHashStart(tg *targetgroup.Group) uint64 {
+	return mix(mix(xxhash.Sum64String(tg.Source), setHash(tg.Labels)), uint64(len(tg.Targets)))
+}
+
+func chunkHash(tg *targetgroup.Group, lo, hi int) uint64 {
+	var h uint64
+	for _, t := range tg.Targets[lo:hi] {
 		h = mix(h, setHash(t))
 	}
 	return h
