@@ -61,8 +61,9 @@ type sweepStep struct {
 	MachineBound bool
 }
 
-// newBench starts VictoriaMetrics and the fleet; close stops them.
-func newBench(o options, logger *slog.Logger) (_ *bench, err error) {
+// newBench starts VictoriaMetrics and the fleet; close stops them. ab (nil:
+// none) learns of the bench before anything starts, for a second ^C.
+func newBench(ctx context.Context, o options, logger *slog.Logger, ab *aborter) (_ *bench, err error) {
 	b := &bench{o: o, logger: logger, procs: &procs{}, reg: prometheus.NewRegistry(), started: time.Now()}
 	defer func() {
 		if err != nil {
@@ -72,6 +73,7 @@ func newBench(o options, logger *slog.Logger) (_ *bench, err error) {
 	if b.dir, err = os.MkdirTemp("", "bench-peers-"); err != nil {
 		return nil, err
 	}
+	ab.set(b)
 	find := func(p string) string {
 		path, e := binary(p)
 		err = errors.Join(err, e)
@@ -86,7 +88,7 @@ func newBench(o options, logger *slog.Logger) (_ *bench, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if b.vm, err = startVM(b.procs, b.bins.victoriaMetrics, b.dir); err != nil {
+	if b.vm, err = startVM(ctx, b.procs, b.bins.victoriaMetrics, b.dir); err != nil {
 		return nil, err
 	}
 	nodes := o.targets
@@ -282,7 +284,7 @@ func (b *bench) runPeer(ctx context.Context, peer, run string, n int, window tim
 			return m, err
 		}
 		started = append(started, p)
-		if err := p.waitReady(c.ready, readyTimeout); err != nil {
+		if err := p.waitReady(ctx, c.ready, readyTimeout); err != nil {
 			return m, err
 		}
 	}

@@ -18,7 +18,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"syscall"
 )
 
 func main() {
@@ -30,12 +29,26 @@ func main() {
 		fmt.Fprintln(os.Stderr, "peers:", err)
 		os.Exit(2)
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	if err := run(ctx, o, os.Args, logger, os.Stdout); err != nil {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, stopSignals...)
+	ab := &aborter{}
+	finished, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		handleSignals(sigs, finished, cancel, ab, logger, func() { os.Exit(130) })
+		close(done)
+	}()
+	err = run(ctx, o, os.Args, logger, os.Stdout, ab)
+	if err != nil {
 		logger.Error("Benchmark failed", "err", err)
-		stop()
+	}
+	close(finished)
+	<-done
+	signal.Stop(sigs)
+	if err != nil {
+		cancel()
 		os.Exit(1)
 	}
 }

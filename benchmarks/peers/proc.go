@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -67,6 +68,19 @@ func (ps *procs) start(name, logPath, path string, args ...string) (*proc, error
 	ps.list = append(ps.list, p)
 	ps.mu.Unlock()
 	return p, nil
+}
+
+// killAll sends SIGKILL to every process still running, by pid, and does
+// not wait (the second ^C).
+func (ps *procs) killAll() {
+	ps.mu.Lock()
+	list := append([]*proc(nil), ps.list...)
+	ps.mu.Unlock()
+	for _, p := range list {
+		if p.running() {
+			_ = p.cmd.Process.Kill()
+		}
+	}
 }
 
 // stopAll stops every process still running, newest first.
@@ -145,12 +159,20 @@ func (p *proc) exitUsage() (testenv.Usage, error) {
 	return u, nil
 }
 
-// waitReady polls url until it answers 200, the process exits, or timeout.
-func (p *proc) waitReady(url string, timeout time.Duration) error {
+// waitReady polls url until it answers 200, the process exits, ctx ends
+// (^C) or timeout.
+func (p *proc) waitReady(ctx context.Context, url string, timeout time.Duration) error {
 	client := &http.Client{Timeout: 2 * time.Second}
 	deadline := time.Now().Add(timeout)
 	for {
-		resp, err := client.Get(url)
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("waiting for %s at %s: %w", p.name, url, err)
+		}
+		var resp *http.Response
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err == nil {
+			resp, err = client.Do(req)
+		}
 		if err == nil {
 			_, _ = io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
@@ -164,7 +186,10 @@ func (p *proc) waitReady(url string, timeout time.Duration) error {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("%s not ready at %s after %s%s", p.name, url, timeout, p.logTail())
 		}
-		time.Sleep(100 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
 }
 

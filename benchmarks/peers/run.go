@@ -15,8 +15,8 @@ import (
 
 // run runs the benchmark and writes the result file, the chart and the
 // tables (to stdout).
-func run(ctx context.Context, o options, args []string, logger *slog.Logger, stdout io.Writer) error {
-	b, err := newBench(o, logger)
+func run(ctx context.Context, o options, args []string, logger *slog.Logger, stdout io.Writer, ab *aborter) error {
+	b, err := newBench(ctx, o, logger, ab)
 	if err != nil {
 		return err
 	}

@@ -37,7 +37,7 @@ func TestSmoke(t *testing.T) {
 		scraperBin: filepath.Join(dir, "scraper"), rssCap: defaultRSSCap, drainMax: 30 * time.Second}
 	require.NoError(t, o.validate())
 	var logs testenv.SyncBuffer
-	b, err := newBench(o, slog.New(slog.NewTextHandler(&logs, nil)))
+	b, err := newBench(context.Background(), o, slog.New(slog.NewTextHandler(&logs, nil)), nil)
 	require.NoError(t, err)
 	tmp := b.dir
 	defer func() {

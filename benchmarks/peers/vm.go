@@ -23,7 +23,7 @@ type victoriaMetrics struct {
 // startVM starts bin/victoria-metrics on a free loopback port with its data
 // in dir. Written rows are searchable after forceFlush; the limits on
 // series per query are raised for the sweep's millions of series.
-func startVM(ps *procs, path, dir string) (*victoriaMetrics, error) {
+func startVM(ctx context.Context, ps *procs, path, dir string) (*victoriaMetrics, error) {
 	addr, err := testenv.FreeAddr()
 	if err != nil {
 		return nil, err
@@ -45,7 +45,7 @@ func startVM(ps *procs, path, dir string) (*victoriaMetrics, error) {
 		return nil, err
 	}
 	vm := &victoriaMetrics{p: p, url: "http://" + addr}
-	if err := p.waitReady(vm.url+"/health", 90*time.Second); err != nil {
+	if err := p.waitReady(ctx, vm.url+"/health", 90*time.Second); err != nil {
 		return nil, err
 	}
 	return vm, nil
