@@ -77,8 +77,11 @@ func startCoordinator(o coordOptions) (*coordProc, error) {
 		c.cmd.Args = append(c.cmd.Args, "--lease.ttl="+o.leaseTTL.String())
 	}
 	// Its own process group: a terminal's Ctrl-C reaches the benchmark,
-	// which stops the coordinator by pid.
-	c.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// which stops the coordinator by pid. Pdeathsig kills it should the
+	// benchmark die without stopping it (SIGKILL, a panic). Best effort:
+	// Linux sends it when the thread that started the child exits, which
+	// for a Go program can be before the process does (Go issue 27505).
+	c.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	stderr, err := c.cmd.StderrPipe()
 	if err != nil {
 		return nil, fmt.Errorf("coordinator stderr: %w", err)
