@@ -127,6 +127,9 @@ type bench struct {
 
 	mu      sync.Mutex
 	workers []*simWorker // index = view index; nil once stopped
+	// goneWire: a stopped worker's stream bytes, by index, so that
+	// deltas across its leave keep them.
+	goneWire map[int]int64
 	// lastOwners: the ownership at the last convergence.
 	lastOwners ownership
 }
@@ -266,9 +269,13 @@ func (b *bench) waitNoOutgoing(ctx context.Context) (time.Time, error) {
 func (b *bench) wire() []int64 {
 	ws := b.live()
 	out := make([]int64, len(ws))
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	for i, w := range ws {
 		if w != nil {
 			out[i] = w.streamWire.Load()
+		} else {
+			out[i] = b.goneWire[i]
 		}
 	}
 	return out
@@ -512,7 +519,7 @@ func (b *bench) joinEvent(ctx context.Context, r *scenarioResult, before ownersh
 	if err != nil {
 		return err
 	}
-	at, res, _, err := b.waitOwned(ctx, "join", func(t totals, ws []*simWorker) bool {
+	at, res, smp, err := b.waitOwned(ctx, "join", func(t totals, ws []*simWorker) bool {
 		a, _, _, _ := joiner.counts()
 		return t.active == len(b.expected) && t.incoming == 0 && a > 0
 	}, nil)
@@ -525,12 +532,10 @@ func (b *bench) joinEvent(ctx context.Context, r *scenarioResult, before ownersh
 		return err
 	}
 	e.cleaned = cleanAt.Sub(start)
-	u1, err := b.coord.usage()
-	if err != nil {
-		return err
-	}
-	e.cpu = u1.CPU - u0.CPU
-	e.wire, e.wireMax = wireDelta(w0, b.wire())
+	// CPU and bytes at convergence (the sample taken when the state was
+	// first verified), as at full assignment: not after the settle wait.
+	e.cpu = smp.coord.CPU - u0.CPU
+	e.wire, e.wireMax = wireDelta(w0, smp.wire)
 	e.moved = moved(before, res.owners)
 	n := len(b.live())
 	e.ideal = float64(len(b.expected)) / float64(n)
@@ -589,6 +594,10 @@ func (b *bench) leaveEvent(ctx context.Context, r *scenarioResult) error {
 		leaver.stop()
 		b.mu.Lock()
 		b.workers[0] = nil
+		if b.goneWire == nil {
+			b.goneWire = map[int]int64{}
+		}
+		b.goneWire[0] = leaver.streamWire.Load()
 		b.mu.Unlock()
 		lc <- lr
 		select {
@@ -596,7 +605,7 @@ func (b *bench) leaveEvent(ctx context.Context, r *scenarioResult) error {
 		default:
 		}
 	}()
-	at, res, _, err := b.waitOwned(ctx, "leave", func(t totals, ws []*simWorker) bool {
+	at, res, smp, err := b.waitOwned(ctx, "leave", func(t totals, ws []*simWorker) bool {
 		return ws[0] == nil && t.active == len(b.expected) && t.incoming == 0
 	}, failed)
 	if err != nil {
@@ -610,12 +619,9 @@ func (b *bench) leaveEvent(ctx context.Context, r *scenarioResult) error {
 		return err
 	}
 	e.cleaned = max(cleanAt.Sub(start), e.leaveReturned)
-	u1, err := b.coord.usage()
-	if err != nil {
-		return err
-	}
-	e.cpu = u1.CPU - u0.CPU
-	e.wire, e.wireMax = wireDelta(w0, b.wire())
+	// At convergence, as for the join.
+	e.cpu = smp.coord.CPU - u0.CPU
+	e.wire, e.wireMax = wireDelta(w0, smp.wire)
 	e.moved = moved(before, res.owners)
 	e.countsAfter = sortedCounts(res.owners, len(b.live()))[1:] // without the leaver's empty slot
 	r.counts = e.countsAfter

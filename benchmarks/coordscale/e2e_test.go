@@ -54,6 +54,8 @@ func TestSmallRun(t *testing.T) {
 		require.GreaterOrEqual(t, r.join.moved, r.join.subject)
 		require.Positive(t, r.join.wire)
 		require.True(t, r.leave.drained)
+		require.Positive(t, r.leave.wire, "the leave's bytes keep the leaver's, which stopped before the sample")
+		require.GreaterOrEqual(t, r.leave.wireMax, int64(0))
 		require.Positive(t, r.leave.subject)
 		require.GreaterOrEqual(t, r.leave.moved, r.leave.subject, "every target of the leaver moved")
 		require.Len(t, r.leave.countsAfter, o.workers)

@@ -220,8 +220,8 @@ func (r *scenarioResult) table() report.Table {
 			t.Add("leave: Leave returned", secs(e.leaveReturned), fmt.Sprintf("drained=%t, remaining %d", e.drained, e.remaining))
 		}
 		t.Add(e.kind+": outgoing removed", secs(e.cleaned), "")
-		t.Add(e.kind+": stream bytes (wire), all workers", report.Bytes(float64(e.wire)), "max per worker "+report.Bytes(float64(e.wireMax)))
-		t.Add(e.kind+": coordinator CPU", secs(e.cpu), "until outgoing removed")
+		t.Add(e.kind+": stream bytes (wire), all workers", report.Bytes(float64(e.wire)), "until converged (sampled when first verified, as at full assignment); max per worker "+report.Bytes(float64(e.wireMax)))
+		t.Add(e.kind+": coordinator CPU", secs(e.cpu), "until converged (sampled with the bytes)")
 	}
 	if r.idle > 0 {
 		t.Add(fmt.Sprintf("idle %s: coordinator CPU", r.idle), secs(r.idleCPU), report.Float(100*r.idleCPU.Seconds()/r.idle.Seconds(), 2)+"% of one core; heartbeats only")
