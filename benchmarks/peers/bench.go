@@ -341,8 +341,9 @@ func (b *bench) runPeer(ctx context.Context, peer, run string, n int, window tim
 			return m, err
 		}
 		if u, err := measured.usage(); err == nil && u.RSSBytes > b.o.rssCap {
-			m.RSSCapped = true
-			m.To = time.Now().Truncate(time.Millisecond)
+			if err := endWindowEarly(&m, proxy, time.Now()); err != nil {
+				return m, err
+			}
 			b.logger.Warn("RSS above the cap: ending the run early", "peer", peer, "rss", u.RSSBytes, "cap", b.o.rssCap)
 			break
 		}
@@ -412,6 +413,15 @@ func (b *bench) runPeer(ctx context.Context, peer, run string, n int, window tim
 		return m, err
 	}
 	return m, nil
+}
+
+// endWindowEarly ends the window at now (RSS above the cap): m's and the
+// proxy's alike, so that the proxy's count of the window and
+// VictoriaMetrics' (queried over [From, To)) cover the same span.
+func endWindowEarly(m *measurement, proxy *rwproxy.Proxy, now time.Time) error {
+	m.RSSCapped = true
+	m.To = now.Truncate(time.Millisecond)
+	return proxy.EndWindowAt(m.To)
 }
 
 // drain waits until the window's samples have arrived: a sample stamped

@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/shardscrape/shardscrape/benchmarks/internal/report"
+	"github.com/shardscrape/shardscrape/benchmarks/internal/rwproxy"
 	"github.com/shardscrape/shardscrape/internal/testenv"
 )
 
@@ -314,6 +315,19 @@ func TestRender(t *testing.T) {
 		require.Contains(t, md, want)
 	}
 	require.Contains(t, printTables(res), "falls behind")
+}
+
+// TestEndWindowEarly: an RSS-capped run's window ends early in the
+// measurement and in the proxy alike.
+func TestEndWindowEarly(t *testing.T) {
+	proxy, err := rwproxy.New(rwproxy.Options{Target: "http://127.0.0.1:1"})
+	require.NoError(t, err)
+	m := steadyMeasurement()
+	proxy.SetWindow(rwproxy.Window{From: m.From, To: m.To})
+	require.NoError(t, endWindowEarly(&m, proxy, m.From.Add(20*time.Second+time.Microsecond)))
+	require.True(t, m.RSSCapped)
+	require.Equal(t, m.From.Add(20*time.Second), m.To)
+	require.Equal(t, rwproxy.Window{From: m.From, To: m.To}, proxy.Stats().Window)
 }
 
 func TestRoundOrder(t *testing.T) {

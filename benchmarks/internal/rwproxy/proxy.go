@@ -128,6 +128,9 @@ type Proxy struct {
 
 	mu    sync.Mutex
 	stats Stats
+	// inWindow is every InWindow sample by kind, timestamp and delay, so
+	// that EndWindowAt can recount a shorter window.
+	inWindow map[windowKey]uint64
 
 	srv *http.Server
 	ln  net.Listener
@@ -157,7 +160,16 @@ func New(opts Options) (*Proxy, error) {
 		}}
 	}
 	p.stats.Protocols = map[Protocol]uint64{}
+	p.inWindow = map[windowKey]uint64{}
 	return p, nil
+}
+
+// windowKey is one kind of sample at one timestamp that arrived with one
+// delay (zero but for Samples).
+type windowKey struct {
+	report, stale bool
+	ts            int64
+	delay         time.Duration
 }
 
 // SetWindow sets the span of sample timestamps InWindow counts, and clears
@@ -167,6 +179,44 @@ func (p *Proxy) SetWindow(w Window) {
 	defer p.mu.Unlock()
 	p.stats.Window = w
 	p.stats.InWindow = Counts{}
+	p.inWindow = map[windowKey]uint64{}
+}
+
+// EndWindowAt shortens the window to [From, to) without losing what was
+// counted: InWindow becomes the samples already counted whose timestamp is
+// before to (delays as observed), and later arrivals count against the
+// shorter window. to must lie within the current window.
+func (p *Proxy) EndWindowAt(to time.Time) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	w := p.stats.Window
+	if w.From.IsZero() || to.Before(w.From) || to.After(w.To) {
+		return fmt.Errorf("end the window at %s: not within the window [%s, %s)", to, w.From, w.To)
+	}
+	w.To = to
+	p.stats.Window = w
+	p.stats.InWindow = Counts{}
+	for k, n := range p.inWindow {
+		if !w.Contains(k.ts) {
+			delete(p.inWindow, k)
+			continue
+		}
+		k.addTo(&p.stats.InWindow, n)
+	}
+	return nil
+}
+
+// addTo adds n samples of k's kind (and delay) to c.
+func (k windowKey) addTo(c *Counts, n uint64) {
+	switch {
+	case k.stale:
+		c.StaleMarkers += n
+	case k.report:
+		c.ReportSamples += n
+	default:
+		c.Samples += n
+		c.Delay.ObserveN(k.delay, n)
+	}
 }
 
 // Stats returns a copy of what the proxy counted so far.
@@ -330,20 +380,14 @@ func (p *Proxy) add(t tally, accepted bool, arrived time.Time) {
 		st.MaxTimestamp = time.UnixMilli(t.maxTS)
 	}
 	for k, n := range t.samples {
-		add := func(c *Counts) {
-			switch {
-			case k.stale:
-				c.StaleMarkers += n
-			case k.report:
-				c.ReportSamples += n
-			default:
-				c.Samples += n
-				c.Delay.ObserveN(arrived.Sub(time.UnixMilli(k.ts)), n)
-			}
+		wk := windowKey{report: k.report, stale: k.stale, ts: k.ts}
+		if !k.report && !k.stale {
+			wk.delay = arrived.Sub(time.UnixMilli(k.ts))
 		}
-		add(&st.All)
+		wk.addTo(&st.All, n)
 		if st.Window.Contains(k.ts) {
-			add(&st.InWindow)
+			wk.addTo(&st.InWindow, n)
+			p.inWindow[wk] += n
 		}
 	}
 }

@@ -323,6 +323,44 @@ func TestRetryCountedOnce(t *testing.T) {
 	require.Equal(t, 30*time.Second, s.InWindow.Delay.Max())
 }
 
+// TestEndWindowAt: a window ended early keeps what it counted before its
+// new end (delays as observed), drops what is stamped after, and counts
+// later arrivals against the shorter window.
+func TestEndWindowAt(t *testing.T) {
+	t0 := time.UnixMilli(1_700_000_000_000)
+	srv, _ := receiver(t, http.StatusNoContent)
+	p := startProxy(t, srv.URL, t0.Add(3*time.Second))
+	p.SetWindow(Window{From: t0, To: t0.Add(time.Minute)})
+	post := func(ts []prompb.TimeSeries) {
+		resp, err := http.Post(p.URL()+"/api/v1/write", "application/x-protobuf", bytes.NewReader(v1Body(t, ts)))
+		require.NoError(t, err)
+		resp.Body.Close()
+		require.Equal(t, http.StatusNoContent, resp.StatusCode)
+	}
+	post(series(t0)) // 2 samples + up, scrape_* at t0 (3 s old); 2 samples + a marker at t0+1s (2 s old)
+	s := p.Stats()
+	require.Equal(t, uint64(4), s.InWindow.Samples)
+
+	require.Error(t, p.EndWindowAt(t0.Add(2*time.Minute)), "a window is only shortened")
+	require.Error(t, p.EndWindowAt(t0.Add(-time.Second)))
+	require.NoError(t, p.EndWindowAt(t0.Add(time.Second)))
+	s = p.Stats()
+	require.Equal(t, Window{From: t0, To: t0.Add(time.Second)}, s.Window)
+	require.Equal(t, uint64(2), s.InWindow.Samples, "the t0 samples stay counted")
+	require.Equal(t, uint64(2), s.InWindow.ReportSamples)
+	require.Zero(t, s.InWindow.StaleMarkers, "the marker at t0+1s is past the new end")
+	require.Equal(t, uint64(2), s.InWindow.Delay.Count())
+	require.Equal(t, 3*time.Second, s.InWindow.Delay.Max())
+	require.Equal(t, uint64(4), s.All.Samples, "All is untouched")
+
+	post(series(t0)) // a second copy: the t0 samples count again, the t0+1s ones not
+	s = p.Stats()
+	require.Equal(t, uint64(4), s.InWindow.Samples)
+	require.Equal(t, uint64(2), s.All.StaleMarkers, "both markers in All")
+	require.NoError(t, p.EndWindowAt(t0), "an empty window")
+	require.Zero(t, p.Stats().InWindow.WireSamples())
+}
+
 func TestTargetPathPrefix(t *testing.T) {
 	p, err := New(Options{Target: "http://127.0.0.1:1/insert/0/prometheus/"})
 	require.NoError(t, err)
