@@ -8,6 +8,12 @@ import (
 	"strings"
 )
 
+// scrapeInterval is both configurations' global scrape_interval: a real
+// worker acks an INCOMING target after its first scrape, within one
+// interval (the report states that bound; the simulated workers scrape
+// nothing).
+const scrapeInterval = "15s"
+
 // Jobs of the rendered configurations.
 const (
 	jobNodes  = "node-exporter"
@@ -21,7 +27,7 @@ const (
 // both pointing at the fakes on apiAddr (host:port).
 func renderFleetConfig(apiAddr string) string {
 	return `global:
-  scrape_interval: 15s
+  scrape_interval: ` + scrapeInterval + `
   scrape_timeout: 10s
 
 scrape_configs:
@@ -75,7 +81,7 @@ scrape_configs:
 // worker, and YAML is parsed slower than file_sd's JSON.
 func renderStaticConfig(file string) string {
 	return `global:
-  scrape_interval: 15s
+  scrape_interval: ` + scrapeInterval + `
   scrape_timeout: 10s
 
 scrape_configs:

@@ -25,6 +25,9 @@ func TestRenderFleetConfig(t *testing.T) {
 	nodes, pods := cfg.ScrapeConfigs[0], cfg.ScrapeConfigs[1]
 	require.Equal(t, jobNodes, nodes.JobName)
 	require.Equal(t, jobPods, pods.JobName)
+	// The report's real-worker bound names this interval.
+	require.Equal(t, scrapeInterval, cfg.GlobalConfig.ScrapeInterval.String())
+	require.Equal(t, scrapeInterval, pods.ScrapeInterval.String())
 	require.Len(t, nodes.ServiceDiscoveryConfigs, 1)
 	csd, ok := nodes.ServiceDiscoveryConfigs[0].(*consul.SDConfig)
 	require.True(t, ok)
@@ -49,6 +52,7 @@ func TestStaticTargets(t *testing.T) {
 	cfg, err := config.Load(renderStaticConfig(path), promslog.NewNopLogger())
 	require.NoError(t, err)
 	require.Len(t, cfg.ScrapeConfigs, 1)
+	require.Equal(t, scrapeInterval, cfg.ScrapeConfigs[0].ScrapeInterval.String())
 	fsd, ok := cfg.ScrapeConfigs[0].ServiceDiscoveryConfigs[0].(*file.SDConfig)
 	require.True(t, ok)
 	require.Equal(t, []string{path}, fsd.Files)

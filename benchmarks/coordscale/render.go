@@ -107,6 +107,11 @@ first scrape) with an early heartbeat, so make-before-break completes. It scrape
 calls Leave and keeps heartbeating and watching until it returns, as a SIGTERM'd worker does. Stream bytes
 are counted on the wire (a counting net.Conn under each stream's connection: HTTP/2 framing included).
 
+The join and leave "converged, handoffs acked at next poll" times are therefore a coordinator-side best
+case: a simulated worker acks an INCOMING target at its next %s poll. A real worker acks only after the
+target's first scrape, which comes within one scrape interval (%s here), and checks for acks every 1 s: with
+real workers, expect up to ≈ converged + one scrape interval + 1 s. Scrapes are not modelled.
+
 "Fully assigned" / "converged": every expected target is ACTIVE on exactly one view, none INCOMING (every
 handoff acked), nothing unexpected, and the views' (job, __address__) pairs are exactly the expected set
 (built from the fleet's nodes and pods or the generated file, not from the coordinator), and no view
@@ -126,7 +131,7 @@ The fakes hold every request, and the file_sd file is renamed into its watched d
 worker has joined (all at once, as a StatefulSet's pods): the figures are those of a full target set
 assigned to a full fleet.
 
-`, o.updateInterval, o.workers, o.ackPoll, o.settle)
+`, o.updateInterval, o.workers, o.ackPoll, o.ackPoll, scrapeInterval, o.settle)
 
 	goals := report.Table{Header: []string{"goal (issue 6)", "measured", "", "gap"}}
 	for _, r := range results {
@@ -215,7 +220,8 @@ func (r *scenarioResult) table() report.Table {
 		}
 		t.Add("**"+e.kind+" one worker**", "", "")
 		t.Add(e.kind+": targets moved", thousands(e.moved), e.movedNote())
-		t.Add(e.kind+": converged", secs(e.converged), "from the "+map[string]string{"join": "Join call", "leave": "Leave call"}[e.kind]+"; handoffs acked")
+		t.Add(e.kind+": converged, handoffs acked at next poll", secs(e.converged), "from the "+map[string]string{"join": "Join call", "leave": "Leave call"}[e.kind]+
+			"; coordinator-side best case (simulated acks at the next poll); a real worker: up to ≈ + one scrape interval ("+scrapeInterval+") + 1 s")
 		if e.kind == "leave" {
 			t.Add("leave: Leave returned", secs(e.leaveReturned), fmt.Sprintf("drained=%t, remaining %d", e.drained, e.remaining))
 		}
