@@ -153,6 +153,9 @@ func configFor(c peerConfig) string {
 
 // settings lists, per peer, what the run sets besides defaults (for the
 // result file).
+// walTruncationNote says what a window of minutes leaves out.
+const walTruncationNote = "WAL truncation is not in the figures: both WAL-based processes, the shardscrape scraper and the Prometheus agent (both Prometheus's tsdb/agent), garbage-collect series, checkpoint and truncate their WAL every 2 h (tsdb/agent's DefaultTruncateFrequency, `--storage.agent.wal-truncate-frequency`), the first time 2 h after start, so a run and window of minutes excludes that recurring CPU and memory cost, which vmagent (no WAL: an in-memory queue that spills to `-remoteWrite.tmpDataPath` only when it overflows) does not have"
+
 func settings(o options) []string {
 	return []string{
 		fmt.Sprintf("every peer: one static job `%s` over the same targets, scrape_interval %s, scrape_timeout %s, remote-write endpoint = its own counting proxy in front of the one VictoriaMetrics; everything else at the binary's defaults",
@@ -160,5 +163,6 @@ func settings(o options) []string {
 		"shardscrape: `coordinator --cluster.label=bench_peer --cluster.name=<peer>` (static_configs in its prometheus.yml, remote_write to the proxy, which the worker takes; the scraper's queue defaults from remotewrite/) + one `scraper --no-shutdown.leave` (a single worker has no one to drain to); the scraper process is measured, the coordinator is an informational row",
 		"prometheus-agent: `prometheus --agent`, external_labels bench_peer/bench_run",
 		"vmagent: `-promscrape.config` (same global and job), `-remoteWrite.url=<proxy>`, `-remoteWrite.label=bench_peer=…,bench_run=…`, `-remoteWrite.tmpDataPath` in the run's temp dir",
+		walTruncationNote,
 	}
 }

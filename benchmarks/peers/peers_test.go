@@ -330,6 +330,13 @@ func TestEndWindowEarly(t *testing.T) {
 	require.Equal(t, rwproxy.Window{From: m.From, To: m.To}, proxy.Stats().Window)
 }
 
+func TestSettingsWALTruncation(t *testing.T) {
+	s := strings.Join(settings(options{interval: 5 * time.Second}), "\n")
+	require.Contains(t, s, "every 2 h")
+	require.Contains(t, s, "excludes that recurring")
+	require.Contains(t, markdown(header{o: options{interval: 5 * time.Second, rounds: 1}, started: time.Unix(0, 0)}, result{}, ""), walTruncationNote)
+}
+
 func TestRoundOrder(t *testing.T) {
 	peers := []string{peerShardscrape, peerAgent, peerVMAgent}
 	require.Equal(t, peers, roundOrder(peers, 1))
