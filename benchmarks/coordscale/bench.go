@@ -105,7 +105,10 @@ type scenarioResult struct {
 	wireFull int64
 	wireMaxW int64
 	payload  int64
-	counts   []int
+	// counts: targets per worker (sorted) in the last phase reached;
+	// countsPhase names it.
+	counts      []int
+	countsPhase string
 
 	join, leave eventFigures
 	idle        time.Duration
@@ -443,7 +446,7 @@ func runScenario(ctx context.Context, o options, r *scenarioResult, cfgFile, dir
 	for _, w := range b.live() {
 		r.payload += w.payload.Load()
 	}
-	r.counts = sortedCounts(res.owners, o.workers)
+	r.counts, r.countsPhase = sortedCounts(res.owners, o.workers), "at full assignment"
 	o.logger.Info("fully assigned", "scenario", r.name, "after", r.full, "cpu", r.cpuFull, "peak_rss", r.rssFull)
 
 	// The discovery anchors: the metric's first full reading (its poll
@@ -545,7 +548,7 @@ func (b *bench) joinEvent(ctx context.Context, r *scenarioResult, before ownersh
 			e.subject++
 		}
 	}
-	r.counts = e.countsAfter
+	r.counts, r.countsPhase = e.countsAfter, "after the join"
 	b.lastOwners = res.owners
 	b.opts.logger.Info("join converged", "scenario", r.name, "after", e.converged, "moved", e.moved, "joiner", e.subject)
 	return nil
@@ -624,7 +627,7 @@ func (b *bench) leaveEvent(ctx context.Context, r *scenarioResult) error {
 	e.wire, e.wireMax = wireDelta(w0, smp.wire)
 	e.moved = moved(before, res.owners)
 	e.countsAfter = sortedCounts(res.owners, len(b.live()))[1:] // without the leaver's empty slot
-	r.counts = e.countsAfter
+	r.counts, r.countsPhase = e.countsAfter, "after the leave"
 	b.opts.logger.Info("leave converged", "scenario", r.name, "after", e.converged, "moved", e.moved, "drained", e.drained)
 	return nil
 }

@@ -52,11 +52,17 @@ func TestSmallRun(t *testing.T) {
 
 		require.Positive(t, r.join.subject, "the joiner holds targets")
 		require.GreaterOrEqual(t, r.join.moved, r.join.subject)
+		// Sticky placement: a join moves about a fair share, all to the
+		// joiner; a leave moves exactly the leaver's targets.
+		fair := float64(tc.targets) / float64(o.workers+1)
+		require.LessOrEqual(t, float64(r.join.moved), 1.1*fair+1, "a join moves at most about a fair share")
+		require.GreaterOrEqual(t, float64(r.join.subject), 0.9*fair-1, "the joiner gets about a fair share")
 		require.Positive(t, r.join.wire)
 		require.True(t, r.leave.drained)
 		require.Positive(t, r.leave.wire, "the leave's bytes keep the leaver's, which stopped before the sample")
 		require.Positive(t, r.leave.subject)
-		require.GreaterOrEqual(t, r.leave.moved, r.leave.subject, "every target of the leaver moved")
+		require.Equal(t, r.leave.subject, r.leave.moved, "exactly the leaver's targets moved")
+		require.Equal(t, "after the leave", r.countsPhase)
 		require.Len(t, r.leave.countsAfter, o.workers)
 		sum := 0
 		for _, c := range r.leave.countsAfter {
@@ -68,7 +74,7 @@ func TestSmallRun(t *testing.T) {
 	}
 
 	md := renderReport(o, bin+"/coordinator", results, time.Now())
-	for _, want := range []string{"## 20 nodes × 3 pods, 5 workers", "## 2000 static targets, 5 workers", "## Goals", "fully assigned ≤ 2 s after discovery", "peak RSS ≤ 1.5 GiB", "| join: targets moved", "| join: converged, handoffs acked at next poll", "| leave: converged, handoffs acked at next poll", "≈ converged + one scrape interval + 1 s"} {
+	for _, want := range []string{"## 20 nodes × 3 pods, 5 workers", "## 2000 static targets, 5 workers", "## Goals", "fully assigned ≤ 2 s after discovery", "peak RSS ≤ 1.5 GiB", "| join: targets moved", "| join: converged, handoffs acked at next poll", "| leave: converged, handoffs acked at next poll", "≈ converged + one scrape interval + 1 s", "| targets per worker after the leave (min / median / max)"} {
 		require.Contains(t, md, want)
 	}
 	require.NoError(t, os.WriteFile(reportFile(o.out, time.Now()), []byte(md), 0o644))

@@ -211,7 +211,7 @@ func (r *scenarioResult) table() report.Table {
 		t.Add("assignment stream bytes (wire), all workers", report.Bytes(float64(r.wireFull)), "since each stream opened, sampled with the CPU; payload (protobuf) "+report.Bytes(float64(r.payload))+" by the end")
 		t.Add("… per worker, max", report.Bytes(float64(r.wireMaxW)), "")
 		if len(r.counts) > 0 {
-			t.Add("targets per worker after the leave (min / median / max)", countsStr(r.counts), "")
+			t.Add("targets per worker "+r.countsPhase+" (min / median / max)", countsStr(r.counts), fmt.Sprintf("%d workers", len(r.counts)))
 		}
 	}
 	for _, e := range []eventFigures{r.join, r.leave} {
