@@ -86,6 +86,14 @@ type scenarioResult struct {
 	note     string
 
 	ready, joined time.Duration // from the coordinator's start
+	// released: the fakes answer / the file_sd file was renamed in.
+	released time.Duration
+	// delayed: prometheus_sd_updates_delayed_total's increase from the
+	// release to full assignment (haveDelayed: both read). Non-zero: the
+	// discovery manager found the syncer busy and retried at its next
+	// tick, a wait the syncer anchor does not see.
+	delayed     float64
+	haveDelayed bool
 	// apiLast: the fake API's last response write before full assignment;
 	// zero when not measured.
 	apiLast time.Duration
@@ -191,13 +199,18 @@ func (b *bench) check(ws []*simWorker) (res checkResult, at time.Time) {
 type sample struct {
 	coord, self testenv.Usage
 	wire        []int64
+	// delayed: prometheus_sd_updates_delayed_total (delayedErr: its read
+	// failed), read after the rest.
+	delayed    float64
+	delayedErr error
 }
 
-func (b *bench) sample() sample {
+func (b *bench) sample(ctx context.Context) sample {
 	var s sample
 	s.coord, _ = b.coord.usage()
 	s.self, _ = testenv.ProcUsage(os.Getpid())
 	s.wire = b.wire()
+	s.delayed, s.delayedErr = b.coord.delayedUpdates(ctx)
 	return s
 }
 
@@ -221,7 +234,7 @@ func (b *bench) waitOwned(ctx context.Context, what string, cond func(totals, []
 		if cond(tot, ws) && time.Now().After(nextFull) {
 			res, at := b.check(ws)
 			if res.ok && !at.Equal(candidate) {
-				candidate, smp = at, b.sample()
+				candidate, smp = at, b.sample(ctx)
 			}
 			switch {
 			case !res.ok:
@@ -424,9 +437,11 @@ func runScenario(ctx context.Context, o options, r *scenarioResult, cfgFile, dir
 	o.logger.Info("workers joined", "scenario", r.name, "workers", o.workers, "after", r.joined)
 	// Discovery may answer now: the figures are those of a full target
 	// set assigned to a full fleet, not of joins one by one.
+	delayed0, delayedErr := coord.delayedUpdates(ctx)
 	if err := release(); err != nil {
 		return err
 	}
+	r.released = since(time.Now())
 
 	fullAt, res, smp, err := b.waitOwned(ctx, "full assignment", func(t totals, _ []*simWorker) bool {
 		return t.active == len(expected) && t.incoming == 0
@@ -435,6 +450,14 @@ func runScenario(ctx context.Context, o options, r *scenarioResult, cfgFile, dir
 		return err
 	}
 	r.full = since(fullAt)
+	switch {
+	case delayedErr != nil:
+		r.problems = append(r.problems, "delayed discovery updates not read at the release: "+oneLine(delayedErr.Error()))
+	case smp.delayedErr != nil:
+		r.problems = append(r.problems, "delayed discovery updates not read at full assignment: "+oneLine(smp.delayedErr.Error()))
+	default:
+		r.delayed, r.haveDelayed = smp.delayed-delayed0, true
+	}
 	if apiLast != nil {
 		if t := apiLast(); !t.IsZero() {
 			r.apiLast = since(t)

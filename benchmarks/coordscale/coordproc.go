@@ -199,12 +199,33 @@ func (c *coordProc) waitReady(ctx context.Context, timeout time.Duration) (time.
 // discovered reads the coordinator's targets_discovered gauge (targets
 // before relabeling, summed over jobs).
 func (c *coordProc) discovered(ctx context.Context) (float64, error) {
+	v, _, err := c.metric(ctx, "shardscrape_coordinator_targets_discovered")
+	return v, err
+}
+
+// delayedUpdates reads prometheus_sd_updates_delayed_total: the sends
+// discovery.Manager dropped because the coordinator's syncer was busy,
+// retried at its next tick (up to one --discovery.update-interval later).
+func (c *coordProc) delayedUpdates(ctx context.Context) (float64, error) {
+	v, ok, err := c.metric(ctx, metricDelayedUpdates)
+	if err == nil && !ok {
+		err = fmt.Errorf("coordinator /metrics: no %s", metricDelayedUpdates)
+	}
+	return v, err
+}
+
+// metricDelayedUpdates is discovery.Manager's delayed-send counter.
+const metricDelayedUpdates = "prometheus_sd_updates_delayed_total"
+
+// metric reads one metric from the coordinator's /metrics, summed over
+// its series; ok is false when it has none.
+func (c *coordProc) metric(ctx context.Context, name string) (float64, bool, error) {
 	ms, err := testenv.Metrics(ctx, "http://"+c.web+"/metrics")
 	if err != nil {
-		return 0, err
+		return 0, false, fmt.Errorf("coordinator /metrics: %w", err)
 	}
-	v, _ := ms.Sum("shardscrape_coordinator_targets_discovered", nil)
-	return v, nil
+	v, ok := ms.Sum(name, nil)
+	return v, ok, nil
 }
 
 // stop sends SIGTERM to the coordinator's pid, and SIGKILL after timeout.

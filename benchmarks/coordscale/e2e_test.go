@@ -45,6 +45,10 @@ func TestSmallRun(t *testing.T) {
 		require.Positive(t, r.full)
 		require.LessOrEqual(t, r.delivered, r.full)
 		require.GreaterOrEqual(t, r.delivered, r.joined, "discovery answered only after the workers joined")
+		require.GreaterOrEqual(t, r.released, r.joined)
+		require.LessOrEqual(t, r.released, r.delivered, "released before the syncer received the update")
+		require.True(t, r.haveDelayed, "prometheus_sd_updates_delayed_total read at the release and at full assignment")
+		require.GreaterOrEqual(t, r.delayed, 0.0)
 		require.Positive(t, r.cpuFull)
 		require.Positive(t, r.rssFull)
 		require.Positive(t, r.wireFull)
@@ -74,9 +78,35 @@ func TestSmallRun(t *testing.T) {
 	}
 
 	md := renderReport(o, bin+"/coordinator", results, time.Now())
-	for _, want := range []string{"## 20 nodes × 3 pods, 5 workers", "## 2000 static targets, 5 workers", "## Goals", "fully assigned ≤ 2 s after discovery", "peak RSS ≤ 1.5 GiB", "| join: targets moved", "| join: converged, handoffs acked at next poll", "| leave: converged, handoffs acked at next poll", "≈ converged + one scrape interval + 1 s", "| targets per worker after the leave (min / median / max)"} {
+	t.Log(md)
+	for _, want := range []string{"## 20 nodes × 3 pods, 5 workers", "## 2000 static targets, 5 workers", "## Goals", "fully assigned ≤ 2 s after discovery", "peak RSS ≤ 1.5 GiB", "| join: targets moved", "| join: converged, handoffs acked at next poll", "| leave: converged, handoffs acked at next poll", "≈ converged + one scrape interval + 1 s", "| targets per worker after the leave (min / median / max)",
+		"| **released (fakes answer / file renamed) → fully assigned**", "| discovery sends delayed, release → full assignment", "counted from"} {
 		require.Contains(t, md, want)
 	}
 	require.NoError(t, os.WriteFile(reportFile(o.out, time.Now()), []byte(md), 0o644))
 	require.True(t, strings.HasSuffix(reportFile(o.out, time.Now()), "-coordinator-scale.md"))
+}
+
+// TestGoalsBothAnchors: every time goal is shown from both anchors, and a
+// delayed discovery send is flagged.
+func TestGoalsBothAnchors(t *testing.T) {
+	r := &scenarioResult{kind: scenarioStatic, name: "10 static targets", workers: 2,
+		released: 2 * time.Second, delivered: 3 * time.Second, haveSync: true, full: 3500 * time.Millisecond,
+		rssFull: 1 << 20, haveDelayed: true}
+	md := goalsTable([]*scenarioResult{r}).Markdown()
+	require.Contains(t, md, "discovery: from the syncer receiving")
+	require.Contains(t, md, "| 0.500 s ")
+	require.Contains(t, md, anchorReleased)
+	require.Contains(t, md, "| 1.500 s ")
+	require.Contains(t, md, "at full assignment")
+	require.Empty(t, r.delayedFlag(5*time.Second))
+	require.Contains(t, r.table().Markdown(), "none: no send waited")
+
+	r.delayed = 2
+	require.Contains(t, r.delayedFlag(5*time.Second), "rose by 2")
+	require.Contains(t, r.delayedFlag(5*time.Second), "(5s)")
+	require.Contains(t, r.table().Markdown(), "⚠ the discovery anchor can omit")
+
+	r.haveDelayed = false
+	require.Empty(t, r.delayedFlag(5*time.Second))
 }
