@@ -181,7 +181,7 @@ next heartbeat reports the generation: up to one heartbeat interval).
 
 Discovery anchors, all from the coordinator's start: "syncer received" is the debug line "Discovery update
 applied" of the update that brought the full count, its time minus its duration (so relabeling and the
-core's UpdateTargets come after it); "targets_discovered full" is the first 50 ms poll of /metrics reading
+core's UpdateTargets come after it); "targets_discovered full" is the first 1 s poll of /metrics reading
 the full count (set after relabeling, just before the core's UpdateTargets); "fake API's last response write" is
 the last byte the fakes wrote before full assignment (Kubernetes SD then still builds its groups, and the
 discovery manager waits for its next update-interval tick). "released" is when the fakes start answering
@@ -247,7 +247,7 @@ func (r *scenarioResult) table() report.Table {
 		t.Add("syncer received the full discovery update", dur(r.delivered), "debug log: line time − duration")
 		t.Add("… relabeled and handed to the core", dur(r.relabeled), "the same line's time")
 	}
-	t.Add("targets_discovered first full", dur(r.metricFull), "/metrics polled every 50 ms")
+	t.Add("targets_discovered first full", dur(r.metricFull), "/metrics polled every second (each scrape walks every target)")
 	t.Add("fully assigned", dur(r.full), "every target ACTIVE on exactly one view")
 	if d, how, ok := r.assignAfterDiscovery(); ok && r.full > 0 {
 		t.Add("**discovery → fully assigned**", "**"+secs(d)+"**", how+"; can omit a delayed send (next row)")
