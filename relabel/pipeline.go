@@ -384,7 +384,12 @@ func (p *Pipeline) run(job string, groups []*targetgroup.Group, again bool) ([]T
 		n := len(groups[gi].Targets)
 		// kept is filled in place: each chunk appends within its own
 		// range, then the ranges are moved together.
-		results[gi] = &groupResult{id: ids[gi], hash: hashes[gi], podVersion: podVersion, pods: make([]*Pod, n), kept: make([]Target, n)}
+		results[gi] = &groupResult{id: ids[gi], hash: hashes[gi], podVersion: podVersion, kept: make([]Target, n)}
+		if p.opts.Pods != nil {
+			// Which pod each target mapped to, checked when the group comes
+			// again after the pod index changed (8 MB at 1M targets).
+			results[gi].pods = make([]*Pod, n)
+		}
 		p.relabeled.Add(int64(n))
 		for lo := 0; lo < n; lo += chunkSize {
 			chunks = append(chunks, chunk{gi, lo, min(lo+chunkSize, n)})
@@ -540,6 +545,12 @@ func (p *Pipeline) podsUnchanged(r *groupResult, tg *targetgroup.Group, hasVersi
 		if p.lookup(t, tg.Labels) != r.pods[i] {
 			return false
 		}
+	}
+	if hasVersion {
+		// Checked at this version: the next update at the same version
+		// need not look every target up again. (Each result is one
+		// group's, so parallel callers write different results.)
+		r.podVersion = version
 	}
 	return true
 }
