@@ -1,7 +1,6 @@
 package main
 
 import (
-	"debug/buildinfo"
 	"fmt"
 	"os"
 	"strconv"
@@ -15,30 +14,6 @@ import (
 const reportScenario = "coordinator-scale"
 
 func reportFile(dir string, t time.Time) string { return report.FileName(dir, reportScenario, t) }
-
-// vcsRevision names the commit the binary was built from, when its build
-// information says.
-func vcsRevision(bin string) string {
-	bi, err := buildinfo.ReadFile(bin)
-	if err != nil {
-		return ""
-	}
-	var rev, modified string
-	for _, s := range bi.Settings {
-		switch s.Key {
-		case "vcs.revision":
-			rev = s.Value
-		case "vcs.modified":
-			if s.Value == "true" {
-				modified = ", modified tree"
-			}
-		}
-	}
-	if rev == "" {
-		return ""
-	}
-	return "; commit " + rev[:min(12, len(rev))] + modified
-}
 
 func thousands(n int) string { return report.Float(float64(n), 0) }
 
@@ -140,7 +115,7 @@ func renderReport(o options, bin string, results []*scenarioResult, now time.Tim
 		o.scenario, o.workers, o.nodes, o.podsPerNode, o.staticTargets, o.updateInterval, o.ackPoll, o.idle, o.settle)
 	b.WriteString("## Machine\n\n")
 	b.WriteString(report.Detect().Markdown())
-	fmt.Fprintf(&b, "- Coordinator: `%s` (%s%s)\n", bin, report.Version(bin), vcsRevision(bin))
+	fmt.Fprintf(&b, "- Coordinator: `%s` (%s)\n", bin, report.Build(bin))
 	env := "none"
 	var set []string
 	for _, k := range []string{"GOGC", "GOMEMLIMIT", "GOMAXPROCS", "GODEBUG"} {

@@ -32,7 +32,7 @@ func run(ctx context.Context, o options, args []string, logger *slog.Logger, std
 		{"prometheus", b.bins.prometheus}, {"vmagent", b.bins.vmagent}, {"victoria-metrics", b.bins.victoriaMetrics},
 	} {
 		if bin.path != "" {
-			h.versions = append(h.versions, [2]string{bin.name, buildOf(bin.path)})
+			h.versions = append(h.versions, [2]string{bin.name, report.Build(bin.path)})
 		}
 	}
 	if err := os.MkdirAll(o.out, 0o755); err != nil {

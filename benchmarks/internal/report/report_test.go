@@ -215,3 +215,21 @@ func TestVersionBuildInfo(t *testing.T) {
 	v := Version(bin)
 	require.True(t, strings.HasPrefix(v, "github.com/VictoriaMetrics/VictoriaMetrics v1.") || strings.Contains(v, "v1."), v)
 }
+
+func TestBuild(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds a program")
+	}
+	if _, err := exec.LookPath("go"); err != nil {
+		t.Skip("no go command")
+	}
+	// A "(devel)" build printing no version: named by module path, the
+	// file's SHA-256 and its Go version; two different builds differ.
+	a := buildProgram(t, t.TempDir(), "package main\n\nfunc main() {}\n")
+	b := buildProgram(t, t.TempDir(), "package main\n\nfunc main() { println() }\n")
+	va, vb := Build(a), Build(b)
+	require.True(t, strings.HasPrefix(va, "example.com/fake, "), va)
+	require.Regexp(t, `sha256 [0-9a-f]{12}, go1\.`, va)
+	require.NotEqual(t, va, vb)
+	require.True(t, strings.HasPrefix(Build(filepath.Join(t.TempDir(), "missing")), "unknown: "))
+}

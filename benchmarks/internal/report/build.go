@@ -1,4 +1,4 @@
-package main
+package report
 
 import (
 	"crypto/sha256"
@@ -8,19 +8,17 @@ import (
 	"io"
 	"os"
 	"strings"
-
-	"github.com/shardscrape/shardscrape/benchmarks/internal/report"
 )
 
-// buildOf names one of this module's binaries, which print no version and
-// carry "(devel)" as their module version: the VCS revision it was built
-// from (with "+dirty" for a modified tree) and the first 12 hex digits of
-// its SHA-256, so that an A/B run says which two builds it compared. Other
-// binaries get report.Version.
-func buildOf(path string) string {
+// Build names a binary for a results file. This module's binaries print no
+// version and carry "(devel)" as their module version: they are named by the
+// VCS revision they were built from ("+dirty" for a modified tree) and the
+// first 12 hex digits of their SHA-256, so that an A/B run says which two
+// builds it compared. Other binaries get Version.
+func Build(path string) string {
 	bi, err := buildinfo.ReadFile(path)
 	if err != nil || bi.Main.Version != "(devel)" {
-		return report.Version(path)
+		return Version(path)
 	}
 	var rev, modified string
 	for _, s := range bi.Settings {
