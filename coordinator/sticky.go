@@ -40,7 +40,10 @@ func placeSticky(asg *shardring.Assignment, keys []uint64, current []int32) []in
 	}
 	rebalance := false
 	for i := range members {
-		rebalance = rebalance || 2*held[i] < target[i]
+		// Short by more than half its ring load, and by more than one
+		// key: a few keys of churn on a member with one or two must not
+		// rebalance everyone.
+		rebalance = rebalance || target[i]-held[i] > max(1, target[i]/2)
 	}
 	for i, m := range members {
 		index[m.ID] = int32(i)

@@ -156,4 +156,13 @@ func TestSyncerSendsOnlyChangedJobs(t *testing.T) {
 	s.update(map[string][]*targetgroup.Group{"a": {}, "b": b})
 	require.Equal(t, map[string]int{"a": 4, "b": 1}, sink.sends)
 	require.False(t, sink.has("a"))
+
+	// A job removed from the config: its targets go, although discovery
+	// no longer mentions it and b did not change.
+	s.update(map[string][]*targetgroup.Group{"a": groups("x:1"), "b": b})
+	require.True(t, sink.has("a"))
+	s.applyConfig(configWithJobs(t, "b"))
+	s.update(map[string][]*targetgroup.Group{"b": b})
+	require.False(t, sink.has("a"), "a removed job's targets must be withdrawn")
+	require.Equal(t, 1, sink.sends["b"])
 }
