@@ -441,10 +441,13 @@ func runScenario(ctx context.Context, o options, r *scenarioResult, cfgFile, dir
 	// Discovery may answer now: the figures are those of a full target
 	// set assigned to a full fleet, not of joins one by one.
 	delayed0, delayedErr := coord.delayedUpdates(ctx)
+	// Stamped before releasing: nothing can reach the coordinator earlier,
+	// whereas a stamp after release() may come late on a busy machine.
+	releasedAt := time.Now()
 	if err := release(); err != nil {
 		return err
 	}
-	r.released = since(time.Now())
+	r.released = since(releasedAt)
 
 	fullAt, res, smp, err := b.waitOwned(ctx, "full assignment", func(t totals, _ []*simWorker) bool {
 		return t.active == len(expected) && t.incoming == 0
@@ -489,7 +492,12 @@ func runScenario(ctx context.Context, o options, r *scenarioResult, cfgFile, dir
 	} else {
 		r.metricFull = since(metricFull)
 		for _, s := range coord.syncRecords() {
-			if !s.applied.Before(metricPrev) {
+			// The first update applied after the metric's last reading
+			// short of the full count, and received after the release
+			// (an earlier, empty update may be applied after a reading
+			// taken before the release; the log's time is stamped to the
+			// millisecond).
+			if !s.applied.Before(metricPrev) && !s.received.Before(releasedAt.Add(-time.Millisecond)) {
 				r.delivered, r.relabeled, r.haveSync = since(s.received), since(s.applied), true
 				break
 			}
