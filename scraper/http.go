@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"maps"
 	"net/http"
-	"net/http/pprof"
 	"slices"
 	"sort"
 	"time"
@@ -13,6 +12,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/scrape"
+
+	"github.com/shardscrape/shardscrape/internal/pprofhttp"
 )
 
 // Handler serves the worker's HTTP API: /metrics (when the registerer
@@ -22,7 +23,7 @@ import (
 // profiles, as Prometheus serves them).
 func (w *Worker) Handler() http.Handler {
 	mux := http.NewServeMux()
-	registerPprof(mux)
+	pprofhttp.Register(mux)
 	if g, ok := w.reg.(prometheus.Gatherer); ok {
 		mux.Handle("GET /metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{}))
 	}
@@ -46,21 +47,6 @@ func (w *Worker) Handler() http.Handler {
 	})
 	mux.HandleFunc("GET /api/v1/targets", w.serveTargets)
 	return mux
-}
-
-// registerPprof serves net/http/pprof's handlers on mux under
-// /debug/pprof/, as Prometheus does: the index and every named profile
-// (heap, allocs, goroutine, block, mutex, threadcreate), cmdline, a CPU
-// profile (?seconds=N), symbol lookup and an execution trace. They are
-// mounted on the worker's own mux; the package's side registration on
-// http.DefaultServeMux is never served.
-func registerPprof(mux *http.ServeMux) {
-	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
-	mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
-	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("POST /debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 }
 
 // Target is one element of activeTargets in /api/v1/targets, as

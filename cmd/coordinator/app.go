@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/pprof"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -25,6 +24,7 @@ import (
 
 	"github.com/shardscrape/shardscrape/coordinator"
 	"github.com/shardscrape/shardscrape/internal/leader"
+	"github.com/shardscrape/shardscrape/internal/pprofhttp"
 	"github.com/shardscrape/shardscrape/internal/rpc"
 	"github.com/shardscrape/shardscrape/relabel"
 )
@@ -354,13 +354,7 @@ func (a *app) handler() http.Handler {
 	mux.Handle("/api/v1/targets", a.host)
 	mux.Handle("/ring", a.host)
 	mux.Handle("/assignment", a.host)
-	// Profiles, as Prometheus serves them; on this mux only (importing
-	// net/http/pprof also registers them on DefaultServeMux, never served).
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	pprofhttp.Register(mux)
 	return mux
 }
 
